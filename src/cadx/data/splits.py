@@ -1,0 +1,160 @@
+"""Seeded, stratified, patient-grouped train/val/test splits that can be written down and replayed.
+
+Images of one patient (or byte-identical copies of one image) always land in the same split: otherwise the
+network is validated on near-copies of its training data and the numbers lie.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from cadx.data.sources import DatasetError, DatasetIndex, Record
+
+DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
+
+
+def content_groups(index: DatasetIndex, records: list[Record]) -> dict[str, list[int]]:
+    """Map an md5 of each record's bytes to the positions of the records that share it."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        try:
+            digest = hashlib.md5(index.raw_bytes(record), usedforsecurity=False).hexdigest()
+        except OSError:
+            continue  # unreadable files are reported by the decoder, not here
+        groups[digest].append(i)
+    return groups
+
+
+def _group_ids(records: list[Record], duplicates: dict[str, list[int]]) -> list[str]:
+    """One group id per record: its patient, merged with every record holding the same bytes."""
+    parent = list(range(len(records)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        parent[find(a)] = find(b)
+
+    by_patient: dict[str, int] = {}
+    for i, r in enumerate(records):
+        if r.patient is not None:
+            if r.patient in by_patient:
+                union(i, by_patient[r.patient])
+            else:
+                by_patient[r.patient] = i
+    for members in duplicates.values():
+        for other in members[1:]:
+            union(members[0], other)
+    return [f"g{find(i)}" for i in range(len(records))]
+
+
+def _stratum(target: int | tuple[int, ...]) -> str:
+    return str(target) if isinstance(target, int) else "|".join(map(str, target))
+
+
+def grouped_stratified_split(records: list[Record], group_ids: list[str], fractions: dict[str, float],
+                             seed: int) -> list[str]:
+    """Assign whole groups to splits, class by class, so each split keeps the class mix."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(group_ids):
+        groups[g].append(i)
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for g, members in sorted(groups.items()):
+        majority = Counter(_stratum(records[i].target) for i in members).most_common(1)[0][0]
+        by_stratum[majority].append(g)
+    rng = random.Random(seed)
+    names = list(fractions)
+    assignment = [""] * len(records)
+    for stratum in sorted(by_stratum):
+        stratum_groups = by_stratum[stratum]
+        rng.shuffle(stratum_groups)
+        total = sum(len(groups[g]) for g in stratum_groups)
+        done = 0
+        for g in stratum_groups:
+            # Place the group in the first split whose cumulative share is not yet filled.
+            position = (done + len(groups[g]) / 2) / max(total, 1)
+            cumulative = 0.0
+            split = names[-1]
+            for name in names:
+                cumulative += fractions[name]
+                if position < cumulative:
+                    split = name
+                    break
+            for i in groups[g]:
+                assignment[i] = split
+            done += len(groups[g])
+    return assignment
+
+
+def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, float] | None = None,
+                  val_fraction_of_train: float = 0.2) -> tuple[dict[str, list[Record]], list[str]]:
+    """Return records per split and warnings; keeps explicit splits, carves what is missing."""
+    warnings: list[str] = []
+    duplicates = content_groups(index, index.records)
+    groups = _group_ids(index.records, duplicates)
+    records = index.records
+    if not index.has_explicit_splits():
+        names = grouped_stratified_split(records, groups, fractions or DEFAULT_FRACTIONS, seed)
+    else:
+        names = [r.split or "train" for r in records]
+        if "val" not in names:
+            train_pos = [i for i, s in enumerate(names) if s == "train"]
+            if not train_pos:
+                raise DatasetError(f"{index.source}: no training images (a train split is required)")
+            sub = grouped_stratified_split([records[i] for i in train_pos], [groups[i] for i in train_pos],
+                                           {"train": 1 - val_fraction_of_train, "val": val_fraction_of_train}, seed)
+            for i, s in zip(train_pos, sub, strict=True):
+                names[i] = s
+    warnings.extend(_cross_split_duplicates(records, names, duplicates))
+    split_records: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
+    for r, s in zip(records, names, strict=True):
+        split_records[s].append(Record(key=r.key, target=r.target, split=s, patient=r.patient))
+    return split_records, warnings
+
+
+def _cross_split_duplicates(records: list[Record], names: list[str],
+                            duplicates: dict[str, list[int]]) -> list[str]:
+    found = []
+    for members in duplicates.values():
+        if len({names[i] for i in members}) > 1:
+            found.append(", ".join(f"{records[i].key} ({names[i]})" for i in members))
+    if not found:
+        return []
+    head = "; ".join(found[:5]) + (f"; ... and {len(found) - 5} more" if len(found) > 5 else "")
+    return [f"{len(found)} byte-identical image(s) appear in more than one split: {head}"]
+
+
+def write_split_file(path: Path, splits: dict[str, list[Record]]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["key", "split"])
+        for name, recs in splits.items():
+            for r in recs:
+                writer.writerow([r.key, name])
+
+
+def read_split_file(path: Path, index: DatasetIndex) -> dict[str, list[Record]]:
+    """Replay a split written by ``write_split_file`` on the same dataset."""
+    with Path(path).open(newline="") as fh:
+        wanted = {row["key"]: row["split"] for row in csv.DictReader(fh)}
+    return apply_split_keys(wanted, index, source=str(path))
+
+
+def apply_split_keys(wanted: dict[str, str], index: DatasetIndex, *, source: str) -> dict[str, list[Record]]:
+    by_key = {r.key: r for r in index.records}
+    missing = [k for k in wanted if k not in by_key]
+    if missing:
+        raise DatasetError(f"{source}: {len(missing)} file(s) of the split are not in {index.source}, "
+                           f"e.g. {missing[:3]}")
+    splits: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
+    for key, name in wanted.items():
+        r = by_key[key]
+        splits[name].append(Record(key=r.key, target=r.target, split=name, patient=r.patient))
+    return splits

@@ -1,0 +1,90 @@
+"""Preprocessing shared by training, evaluation, prediction and the server, plus training-only augmentation.
+
+``prepare_image`` runs once per image (its uint8 output is what the cache keeps); ``to_model_input`` runs per
+batch. Keeping both here means a prediction from the CLI and one from the web page cannot differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandFlip, RandScaleIntensity
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image_size: int
+    channels: int  # the model's input channels: grey images are replicated for 3, colour turned grey for 1
+    mean: float = 0.5
+    std: float = 0.25
+    window: tuple[float, float] | None = None  # DICOM (center, width) forced for every DICOM input
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        window = data.get("window")
+        return cls(image_size=int(data["image_size"]), channels=int(data["channels"]),
+                   mean=float(data.get("mean", 0.5)), std=float(data.get("std", 0.25)),
+                   window=tuple(window) if window else None)
+
+
+def prepare_image(image: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Decoded uint8 (H, W[, 3]) -> uint8 (C, S, S): channels matched, intensity stretched, resized."""
+    if image.ndim == 3 and pre.channels == 1:
+        image = np.asarray(Image.fromarray(image[..., :3]).convert("L"))
+    image = _stretch(image)
+    size = (pre.image_size, pre.image_size)
+    if image.ndim == 2:
+        resized = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=3.0))[None]
+        return np.repeat(resized, pre.channels, axis=0) if pre.channels == 3 else resized
+    resized = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=3.0))
+    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+
+
+def _stretch(image: np.ndarray) -> np.ndarray:
+    """Per-image min-max scaling to the full 0..255 range (exposure differs between scanners)."""
+    lo, hi = int(image.min()), int(image.max())
+    if hi - lo < 1 or (lo == 0 and hi == 255):
+        return image
+    scaled = (image.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return scaled.round().astype(np.uint8)
+
+
+def to_model_input(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """uint8 or [0, 1] float (B, C, S, S) -> normalised float32."""
+    x = batch.float()
+    if batch.dtype == torch.uint8:
+        x = x / 255.0
+    return (x - pre.mean) / pre.std
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    flip: bool = True
+    rotate_degrees: float = 10.0
+    zoom: float = 0.1
+    brightness: float = 0.1
+    contrast: float = 0.2
+    prob: float = 0.5
+
+
+def build_augmentation(aug: Augmentation | None) -> Compose | None:
+    """MONAI random transforms on a (C, S, S) float tensor in [0, 1]; training only."""
+    if aug is None:
+        return None
+    steps = []
+    if aug.flip:
+        steps.append(RandFlip(prob=0.5, spatial_axis=1))
+    if aug.rotate_degrees or aug.zoom:
+        steps.append(RandAffine(prob=aug.prob, rotate_range=np.deg2rad(aug.rotate_degrees),
+                                scale_range=(aug.zoom, aug.zoom), padding_mode="border", cache_grid=True))
+    if aug.brightness:
+        steps.append(RandScaleIntensity(factors=aug.brightness, prob=aug.prob))
+    if aug.contrast:
+        steps.append(RandAdjustContrast(prob=aug.prob, gamma=(1 - aug.contrast, 1 + aug.contrast)))
+    return Compose(steps)

@@ -1,0 +1,151 @@
+"""``cadx evaluate``: a checkpoint on a split (or any labelled data), written as metrics.json + report.md + plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_curve
+
+from cadx.data.cache import decode_records
+from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
+from cadx.data.splits import apply_split_keys
+from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
+from cadx.engine.inference import Predictor
+from cadx.engine.metrics import classification_metrics, multilabel_metrics
+from cadx.engine.plots import plot_confusion_matrix, plot_roc
+from cadx.engine.report import write_report
+from cadx.models import count_parameters
+
+SPLITS = ("test", "val", "train", "all")
+
+
+def select_records(ckpt: LoadedCheckpoint, data: str | Path | None, split: str) -> tuple[DatasetIndex, list[Record]]:
+    """The run's own split when no data is given; otherwise the data's split folders/column, or all of it."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split '{split}' (use {', '.join(SPLITS)})")
+    meta = ckpt.meta
+    source = data if data is not None else meta["data"]["source"]
+    index = load_index(source, patient_pattern=meta["data"].get("patient_pattern"))
+    if index.kind == "npz" and len(index.classes) == len(ckpt.classes):
+        index.classes = ckpt.classes  # MedMNIST stores indices, the checkpoint the names given at training
+    unknown = [c for c in index.classes if c not in ckpt.classes]
+    if unknown:
+        raise DatasetError(f"{index.source}: class(es) {unknown} are not known to the model ({ckpt.classes})")
+    remap = [ckpt.classes.index(c) for c in index.classes]
+    if split == "all":
+        records = index.records
+    elif data is None:
+        keys = meta["split"].get(split, [])
+        records = apply_split_keys(dict.fromkeys(keys, split), index, source=str(ckpt.path))[split]
+    elif index.has_explicit_splits():
+        records = [r for r in index.records if r.split == split]
+        if not records:
+            raise DatasetError(f"{index.source}: no '{split}' split in this data; use --split all to evaluate "
+                               "every image")
+    else:
+        raise DatasetError(f"{index.source}: this data has no split folders; use --split all")
+    records = [Record(r.key, _remap(r.target, remap), r.split, r.patient) for r in records]
+    if not records:
+        raise DatasetError(f"{index.source}: the '{split}' split is empty")
+    return index, records
+
+
+def _remap(target: int | tuple[int, ...], remap: list[int]) -> int | tuple[int, ...]:
+    if isinstance(target, int):
+        return remap[target]
+    out = [0] * (max(remap) + 1)
+    for i, v in enumerate(target):
+        out[remap[i]] = v
+    return tuple(out)
+
+
+def measure_latency(predictor: Predictor, batch_size: int, repeats: int = 30) -> dict[str, Any]:
+    """Mean and p95 milliseconds per image at batch 1 and at the evaluation batch size (model forward only)."""
+    pre = predictor.pre
+    result: dict[str, Any] = {"device": str(predictor.device), "torch_threads": torch.get_num_threads(),
+                              "image_size": pre.image_size}
+    for label, n in (("batch_1", 1), (f"batch_{batch_size}", batch_size)):
+        x = np.random.default_rng(0).integers(0, 256, (n, pre.channels, pre.image_size, pre.image_size),
+                                              dtype=np.uint8)
+        for _ in range(5):  # the first calls build oneDNN kernels; they are not steady-state cost
+            predictor.predict_batch(x)
+        times = []
+        for _ in range(repeats if n == 1 else max(3, repeats // 3)):
+            start = time.perf_counter()
+            predictor.predict_batch(x)
+            if predictor.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1000 / n)
+        result[label] = {"mean": float(np.mean(times)), "p95": float(np.percentile(times, 95)), "batch_size": n}
+    return result
+
+
+def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: str = "test",
+             output: str | Path | None = None, batch_size: int = 64, threshold: float | None = None,
+             n_bootstrap: int = 1000, device: str | None = None) -> dict[str, Any]:
+    ckpt = load_checkpoint(checkpoint)
+    predictor = Predictor(ckpt, device)
+    index, records = select_records(ckpt, data, split)
+    decoded = decode_records(index, records, predictor.pre, description=f"Decoding {split} images")
+    if not decoded.records:
+        raise DatasetError(f"{index.source}: none of the {len(records)} images could be read")
+    probs = predictor.predict_arrays(decoded.images, batch_size)
+    t = ckpt.threshold if threshold is None else threshold
+    if ckpt.multilabel:
+        y = np.array([r.target for r in decoded.records])
+        metrics = multilabel_metrics(y, probs, ckpt.classes, threshold=t, n_bootstrap=n_bootstrap)
+    else:
+        y = np.array([r.target for r in decoded.records])
+        metrics = classification_metrics(y, probs, ckpt.classes, positive_index=ckpt.positive_index,
+                                         threshold=t, n_bootstrap=n_bootstrap)
+    metrics.update({
+        "classes": ckpt.classes, "task": ckpt.meta["task"], "params": count_parameters(ckpt.model),
+        "latency_ms": measure_latency(predictor, batch_size),
+        "model": ckpt.meta["model"]["name"], "checkpoint": str(ckpt.path), "data": str(index.source),
+        "split": split, "image_size": predictor.pre.image_size,
+        "skipped_files": [{"file": f, "reason": r} for f, r in decoded.skipped],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    out = Path(output) if output else ckpt.path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    _write_outputs(out, metrics, y, probs, decoded.records, index, ckpt)
+    return metrics
+
+
+def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.ndarray, records: list[Record],
+                   index: DatasetIndex, ckpt: LoadedCheckpoint) -> None:
+    classes = ckpt.classes
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with (out / "predictions.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "target", *[f"p_{c}" for c in classes]])
+        for r, p in zip(records, probs, strict=True):
+            writer.writerow([r.key, r.target, *[f"{v:.6f}" for v in p]])
+    if not ckpt.multilabel:
+        cm = np.array(metrics["confusion_matrix"])
+        plot_confusion_matrix(cm, classes, out / "confusion_matrix.png",
+                              f"{metrics['model']} on {metrics['split']} (n={metrics['n_images']})")
+        with (out / "confusion_matrix.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["true \\ predicted", *classes])
+            for c, row in zip(classes, cm, strict=True):
+                writer.writerow([c, *row])
+    curves, point = {}, None
+    onehot = y if ckpt.multilabel else np.eye(len(classes), dtype=int)[y]
+    indices = [ckpt.positive_index] if ckpt.positive_index is not None else range(len(classes))
+    for i in indices:
+        if 0 < onehot[:, i].sum() < len(onehot):
+            fpr, tpr, _ = roc_curve(onehot[:, i], probs[:, i])
+            curves[classes[i]] = (fpr, tpr, metrics["per_class"][classes[i]]["auc"])
+    if ckpt.positive_index is not None:
+        point = (1 - metrics["specificity"], metrics["recall"])
+    if curves:
+        plot_roc(curves, out / "roc.png", point)
+    write_report(out / "report.md", metrics)

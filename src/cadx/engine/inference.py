@@ -1,0 +1,102 @@
+"""Load a checkpoint once, then turn images into class probabilities: used by predict, evaluate and the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_image
+from cadx.data.transforms import prepare_image, to_model_input
+from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class FilePrediction:
+    file: str
+    probabilities: np.ndarray | None  # one value per class
+    error: str | None = None
+
+
+class Predictor:
+    def __init__(self, checkpoint: LoadedCheckpoint, device: str | None = None) -> None:
+        self.device = pick_device(device)
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.to(self.device).eval()
+        self.pre = checkpoint.preprocessing
+        self.classes = checkpoint.classes
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Predictor:
+        return cls(load_checkpoint(path), device)
+
+    def read(self, path: str | Path) -> np.ndarray:
+        """Decode a file the way this model was trained (DICOM window included)."""
+        return read_image(path, window=self.pre.window)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return prepare_image(image, self.pre)
+
+    @torch.inference_mode()
+    def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 (B, C, S, S) -> probabilities (B, K)."""
+        x = torch.as_tensor(batch).to(self.device)
+        logits = self.model(to_model_input(x, self.pre))
+        scores = torch.sigmoid(logits) if self.checkpoint.multilabel else torch.softmax(logits, dim=1)
+        return scores.float().cpu().numpy()
+
+    def predict_arrays(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        out = [self.predict_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    def predict_files(self, files: Iterable[Path], batch_size: int = 32) -> Iterator[FilePrediction]:
+        """Unreadable files come back with their error; the others still run."""
+        pending: list[tuple[str, np.ndarray]] = []
+        for file in files:
+            try:
+                pending.append((str(file), self.prepare(self.read(file))))
+            except UnreadableImageError as exc:
+                yield FilePrediction(str(file), None, exc.reason)
+                continue
+            if len(pending) == batch_size:
+                yield from self._flush(pending)
+                pending = []
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[str, np.ndarray]]) -> Iterator[FilePrediction]:
+        if not pending:
+            return
+        probs = self.predict_batch(np.stack([img for _, img in pending]))
+        for (name, _), p in zip(pending, probs, strict=True):
+            yield FilePrediction(name, p)
+
+    def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> list[str]:
+        """Class names the model asserts: argmax, or the binary/multi-label rule at the threshold."""
+        t = self.checkpoint.threshold if threshold is None else threshold
+        if self.checkpoint.multilabel:
+            return [c for c, p in zip(self.classes, probabilities, strict=True) if p >= t]
+        pos = self.checkpoint.positive_index
+        if pos is not None:
+            return [self.classes[pos] if probabilities[pos] >= t else self.classes[1 - pos]]
+        return [self.classes[int(np.argmax(probabilities))]]
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively for files with an image suffix (or none, for DICOM)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                                and (f.suffix.lower() in IMAGE_SUFFIXES or f.suffix == "")))
+        else:
+            found.append(p)
+    return found

@@ -1,0 +1,122 @@
+"""The science of training: network, loss, optimiser and what one step computes (Lightning's split)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MultilabelAccuracy,
+    MultilabelAUROC,
+)
+
+from cadx.data.transforms import Preprocessing, to_model_input
+from cadx.models import create_model, freeze_backbone, load_pretrained_weights
+
+AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary heads, as in Szegedy et al. 2015
+
+
+class SmoothedBCEWithLogits(nn.Module):
+    """Multi-label loss with label smoothing: targets pulled towards 0.5 by epsilon."""
+
+    def __init__(self, smoothing: float, pos_weight: torch.Tensor | None) -> None:
+        super().__init__()
+        self.smoothing = smoothing
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target * (1 - self.smoothing) + 0.5 * self.smoothing
+        return nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
+
+
+class ClassificationModule(L.LightningModule):
+    def __init__(self, config: dict[str, Any], num_classes: int, multilabel: bool, preprocessing: dict[str, Any],
+                 class_weights: list[float] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = config
+        self.pre = Preprocessing.from_dict(preprocessing)
+        self.model = create_model(config["model"], in_channels=self.pre.channels, num_classes=num_classes,
+                                  **config.get("model_options", {}))
+        if config.get("weights"):
+            load_pretrained_weights(self.model, config["weights"])
+        if config.get("freeze_backbone"):
+            freeze_backbone(self.model)
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        if multilabel:
+            self.criterion: nn.Module = SmoothedBCEWithLogits(config.get("label_smoothing", 0.0), weight)
+            self.val_auc = MultilabelAUROC(num_labels=num_classes)
+            self.train_acc = MultilabelAccuracy(num_labels=num_classes)
+            self.val_acc = MultilabelAccuracy(num_labels=num_classes)
+        else:
+            self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.get("label_smoothing", 0.0))
+            self.val_auc = MulticlassAUROC(num_classes=num_classes)
+            self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+            self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.multilabel = multilabel
+        self.cadx_meta: dict[str, Any] = {}  # filled by the trainer code; written into every checkpoint
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(to_model_input(images, self.pre))
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        out = self(images)
+        if isinstance(out, tuple):  # auxiliary classifiers (GoogLeNet) in training mode
+            logits, *aux = out
+            loss = self.criterion(logits, targets) + AUX_LOSS_WEIGHT * sum(self.criterion(a, targets) for a in aux)
+        else:
+            logits, loss = out, self.criterion(out, targets)
+        self.train_acc(self._scores(logits.detach()), targets.int() if self.multilabel else targets)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, targets = batch
+        logits = self(images)
+        loss = self.criterion(logits, targets)
+        scores = self._scores(logits)
+        int_targets = targets.int() if self.multilabel else targets
+        self.val_acc(scores, int_targets)
+        self.val_auc(scores, int_targets)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self.log("val_auc", self.val_auc, on_epoch=True, batch_size=len(images))
+
+    def configure_optimizers(self) -> Any:
+        c = self.config
+        params = [p for p in self.parameters() if p.requires_grad]
+        name = c.get("optimizer", "adam").lower()
+        if name == "adam":
+            opt = torch.optim.Adam(params, lr=c["lr"], betas=tuple(c["betas"]), weight_decay=c["weight_decay"])
+        elif name == "adamw":
+            opt = torch.optim.AdamW(params, lr=c["lr"], betas=tuple(c["betas"]), weight_decay=c["weight_decay"])
+        elif name == "sgd":
+            opt = torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
+        else:
+            raise ValueError(f"unknown optimizer '{name}' (use adam, adamw or sgd)")
+        schedule = c.get("scheduler", "none").lower()
+        if schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(c["epochs"], 1))
+        elif schedule == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c["step_size"], gamma=c["gamma"])
+        elif schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c["gamma"] if c["gamma"] < 1 else 0.1,
+                                                               patience=2)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+        elif schedule == "none":
+            return opt
+        else:
+            raise ValueError(f"unknown scheduler '{schedule}' (use cosine, step, plateau or none)")
+        return {"optimizer": opt, "lr_scheduler": sched}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cadx"] = self.cadx_meta

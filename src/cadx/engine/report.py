@@ -1,0 +1,68 @@
+"""``report.md``: the evaluation as tables a person reads (metrics.json stays the machine-readable twin)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _with_ci(metrics: dict[str, Any], key: str) -> str:
+    ci = metrics.get("ci", {}).get(key)
+    base = _fmt(metrics.get(key))
+    return f"{base} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else base
+
+
+def render_report(m: dict[str, Any]) -> str:
+    lat = m["latency_ms"]
+    batch_keys = [k for k in lat if k.startswith("batch_")]
+    lines = [
+        f"# Evaluation of `{m['model']}`",
+        "",
+        f"- checkpoint: `{m['checkpoint']}`",
+        f"- data: `{m['data']}`, split **{m['split']}**, {m['n_images']} images at {m['image_size']} px"
+        + (f", {len(m['skipped_files'])} unreadable file(s) skipped" if m.get("skipped_files") else ""),
+        f"- averaging: {m['average']}" + (f"; decision threshold {m['threshold']:.3f} (chosen on validation "
+                                           "unless given)" if m.get("threshold") is not None else ""),
+        f"- parameters: {m['params'] / 1e6:.2f} M",
+        "",
+        "| metric | value [95 % bootstrap CI] |",
+        "|---|---|",
+        f"| accuracy | {_with_ci(m, 'accuracy')} |",
+        f"| precision | {_fmt(m['precision'])} |",
+        f"| recall (sensitivity) | {_fmt(m['recall'])} |",
+        f"| specificity | {_fmt(m['specificity'])} |",
+        f"| F1 | {_with_ci(m, 'f1')} |",
+        f"| AUC-ROC | {_with_ci(m, 'auc')} |",
+    ]
+    if "accuracy_at_0.5" in m:
+        lines.append(f"| accuracy at threshold 0.5 | {_fmt(m['accuracy_at_0.5'])} |")
+    lines += ["", "## Per class", "", "| class | precision | recall | specificity | F1 | AUC | support |",
+              "|---|---|---|---|---|---|---|"]
+    for name, pc in m["per_class"].items():
+        lines.append(f"| {name} | {_fmt(pc['precision'])} | {_fmt(pc['recall'])} | {_fmt(pc['specificity'])} | "
+                     f"{_fmt(pc['f1'])} | {_fmt(pc['auc'])} | {pc['support']} |")
+    if m.get("task") != "multilabel":
+        classes = m["classes"]
+        lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
+                  "| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        for name, row in zip(classes, m["confusion_matrix"], strict=True):
+            lines.append(f"| **{name}** | " + " | ".join(map(str, row)) + " |")
+    lines += ["", f"## Inference time ({lat['device']}, {lat['torch_threads']} threads, model forward only)", "",
+              "| batch size | mean ms / image | p95 ms / image |", "|---|---|---|"]
+    for key in batch_keys:
+        lines.append(f"| {lat[key]['batch_size']} | {lat[key]['mean']:.2f} | {lat[key]['p95']:.2f} |")
+    if m.get("skipped_files"):
+        lines += ["", "## Skipped files", ""] + [f"- `{s['file']}`: {s['reason']}" for s in m["skipped_files"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, metrics: dict[str, Any]) -> None:
+    path.write_text(render_report(metrics))

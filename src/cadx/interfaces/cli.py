@@ -1,0 +1,253 @@
+"""The ``cadx`` command line: thin, parses options and calls the engine; errors become one clear line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from cadx.data.readers import UnreadableImageError
+from cadx.data.sources import DatasetError
+from cadx.engine.checkpoint import CheckpointError
+
+app = typer.Typer(help="cadx: train, evaluate and use CNNs that classify medical images.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+USER_ERRORS = (DatasetError, CheckpointError, UnreadableImageError, ValueError, FileNotFoundError)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+    for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input ends with a one-line message naming the file and the reason, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _setup_logging()
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command("models")
+@user_errors
+def models_command() -> None:
+    """List the architectures: name, parameters (at the default input, 2 classes), default input size."""
+    from cadx.models import count_parameters, create_model, list_models
+
+    table = Table(title="cadx models")
+    for col in ("name", "parameters (M)", "input", "channels", "description"):
+        table.add_column(col)
+    for info in list_models():
+        params = count_parameters(create_model(info.name, num_classes=2))
+        table.add_row(info.name, f"{params / 1e6:.2f}", f"{info.default_input_size} px",
+                      str(info.default_in_channels), info.description)
+    console.print(table)
+
+
+def _parse_window(window: str | None) -> tuple[float, float] | None:
+    if not window:
+        return None
+    try:
+        center, width = (float(v) for v in window.split(","))
+    except ValueError:
+        raise ValueError(f"--window expects CENTER,WIDTH (e.g. 40,400), got '{window}'") from None
+    return center, width
+
+
+def _parse_options(options: list[str] | None) -> dict[str, Any] | None:
+    if not options:
+        return None
+    import yaml
+
+    parsed = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--model-option expects KEY=VALUE, got '{item}'")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    data: Annotated[Path, typer.Argument(help="Class folders, a .csv manifest or a MedMNIST .npz.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder to create.")],
+    model: Annotated[str | None, typer.Option(help="Architecture (see `cadx models`).")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Preset: aernet-paper, transfer-resnet50, pneumonia-cnn, "
+                                                    "small-cnn, or a .yaml path.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, initialisation and augmentation.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="cosine, step, plateau or none.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing epsilon.")] = None,
+    class_weights: Annotated[bool | None, typer.Option("--class-weights/--no-class-weights",
+                                                       help="Inverse-frequency weighted loss.")] = None,
+    balanced_sampler: Annotated[bool | None, typer.Option("--balanced-sampler/--no-balanced-sampler",
+                                                          help="Draw classes equally often.")] = None,
+    early_stopping: Annotated[int | None, typer.Option(help="Patience on validation loss; 0 disables.")] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Training augmentation.")] = None,
+    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Horizontal flips in augmentation.")] = None,
+    in_channels: Annotated[int | None, typer.Option(help="1 (grey) or 3; default: the model's.")] = None,
+    model_option: Annotated[list[str] | None, typer.Option(help="Architecture option KEY=VALUE, repeatable "
+                                                                "(e.g. attention=cbam).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Local pretrained state dict (torchvision/timm).")] = None,
+    freeze_backbone: Annotated[bool | None, typer.Option("--freeze-backbone/--no-freeze-backbone",
+                                                         help="Train the classifier only.")] = None,
+    window: Annotated[str | None, typer.Option(help="DICOM window CENTER,WIDTH for every DICOM.")] = None,
+    patient_pattern: Annotated[str | None, typer.Option(help="Regex whose first group is the patient id "
+                                                             "in file names.")] = None,
+    class_names: Annotated[str | None, typer.Option(help="Comma-separated names for .npz class indices.")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Share of train carved out for validation.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop fitting after this many minutes.")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, 32-true, bf16-mixed, 16-mixed.")] = None,
+    split_file: Annotated[Path | None, typer.Option(help="Replay the split.csv of an earlier run.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.ckpt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in OUTPUT.")] = False,
+) -> None:
+    """Train a model on labelled images; writes best.ckpt, last.ckpt, config.yaml, metrics.csv, curves.png."""
+    from cadx.engine.config import build_config
+    from cadx.engine.training import train
+
+    config = build_config(
+        recipe, model=model, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed, lr=lr,
+        weight_decay=weight_decay, optimizer=optimizer, scheduler=scheduler, label_smoothing=label_smoothing,
+        class_weights=class_weights, balanced_sampler=balanced_sampler, early_stopping=early_stopping,
+        augment=augment, flip=flip, in_channels=in_channels, model_options=_parse_options(model_option),
+        weights=str(weights) if weights else None, freeze_backbone=freeze_backbone, window=_parse_window(window),
+        patient_pattern=patient_pattern, val_fraction=val_fraction, num_workers=num_workers,
+        max_minutes=max_minutes, precision=precision,
+        class_names=[c.strip() for c in class_names.split(",")] if class_names else None)
+    result = train(data, config, output, resume=resume, overwrite=overwrite, split_file=split_file)
+    s = result.summary
+    console.print(f"[bold green]trained[/] {config.model} for {result.epochs_run} epoch(s) in {result.seconds:.0f} s; "
+                  f"split {s['split_sizes']}; best validation loss {result.best_val_loss:.4f}; "
+                  f"decision threshold {s['decision_threshold']:.3f}")
+    if result.skipped:
+        console.print(f"[yellow]{len(result.skipped)} unreadable file(s) skipped[/] (listed in summary.json)")
+    console.print(f"results in [bold]{result.output}[/] (best.ckpt, last.ckpt, config.yaml, metrics.csv, "
+                  "curves.png, split.csv, summary.json)")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Run folder or .ckpt file.")],
+    data: Annotated[Path | None, typer.Option(help="Other labelled data (default: the run's own data).")] = None,
+    split: Annotated[str, typer.Option(help="test, val, train, or all (every image of DATA).")] = "test",
+    output: Annotated[Path | None, typer.Option(help="Folder for the results (default: the run folder).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Binary decision threshold (default: chosen on "
+                                                         "validation at training).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 64,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.")] = 1000,
+) -> None:
+    """Metrics with 95 % CIs, confusion matrix, ROC curves and timing: metrics.json, report.md, PNGs."""
+    from cadx.engine.evaluation import evaluate
+
+    m = evaluate(checkpoint, data, split=split, output=output, batch_size=batch_size, threshold=threshold,
+                 n_bootstrap=bootstrap)
+    table = Table(title=f"{m['model']} on {m['split']} ({m['n_images']} images, {m['average']})")
+    table.add_column("metric")
+    table.add_column("value")
+    table.add_column("95 % CI")
+    for key in ("accuracy", "precision", "recall", "specificity", "f1", "auc"):
+        ci = m["ci"].get(key)
+        table.add_row(key, f"{m[key]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    console.print(table)
+    lat = m["latency_ms"]["batch_1"]
+    console.print(f"{m['params'] / 1e6:.2f} M parameters; {lat['mean']:.2f} ms/image at batch 1 "
+                  f"({m['latency_ms']['device']})")
+    out = output or Path(m["checkpoint"]).parent
+    console.print(f"results in [bold]{out}[/] (metrics.json, report.md, confusion_matrix.png, roc.png)")
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Run folder or .ckpt file.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    threshold: Annotated[float | None, typer.Option(help="Binary decision threshold (default: the model's).")]
+    = None,
+    output: Annotated[Path | None, typer.Option(help="Write results to FILE.csv or FILE.json.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+) -> None:
+    """Classify PNG/JPEG/DICOM images; unreadable files are reported and the rest still run."""
+    from cadx.engine.inference import Predictor, expand_inputs
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    files = expand_inputs(paths)
+    if not files:
+        raise ValueError(f"no image files found in {', '.join(map(str, paths))}")
+    rows = []
+    for pred in predictor.predict_files(files, batch_size):
+        row: dict[str, Any] = {"file": pred.file}
+        if pred.probabilities is None:
+            row.update({"prediction": None, "error": pred.error})
+        else:
+            decision = predictor.decide(pred.probabilities, threshold)
+            row.update({"prediction": "|".join(decision),
+                        "probability": float(max(pred.probabilities)),
+                        **{f"p_{c}": float(p) for c, p in zip(predictor.classes, pred.probabilities, strict=True)},
+                        "error": None})
+        rows.append(row)
+    _print_predictions(rows, predictor.classes)
+    if output:
+        _write_predictions(rows, predictor.classes, output)
+        console.print(f"written to [bold]{output}[/]")
+    if all(r["error"] for r in rows):
+        raise typer.Exit(1)
+
+
+def _print_predictions(rows: list[dict[str, Any]], classes: list[str]) -> None:
+    table = Table()
+    for col in ("file", "prediction", *classes, "error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["file"], r["prediction"] or "-", *[f"{r[f'p_{c}']:.3f}" if r["prediction"] is not None
+                                                           else "" for c in classes], r["error"] or "")
+    console.print(table)
+
+
+def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() == ".json":
+        output.write_text(json.dumps(rows, indent=2))
+        return
+    fields = ["file", "prediction", "probability", *[f"p_{c}" for c in classes], "error"]
+    with output.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Synthetic datasets shared by the tests: small, made on the fly, never copied from ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def synthetic_image(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """Noise texture; class 1 carries a bright square at a random place (learnable in an epoch or two)."""
+    img = rng.normal(90, 20, (size, size)).clip(0, 255)
+    if label == 1:
+        s = size // 4
+        y, x = rng.integers(0, size - s, 2)
+        img[y:y + s, x:x + s] = 230
+    return img.astype(np.uint8)
+
+
+def make_class_folders(root: Path, n_per_class: int = 30, *, classes: tuple[str, ...] = ("normal", "pneumonia"),
+                       splits: tuple[str, ...] | None = None, seed: int = 0, size: int = 48) -> Path:
+    """root/<class>/*.png, or root/<split>/<class>/*.png; file names carry a patient id (two images each)."""
+    rng = np.random.default_rng(seed)
+    for split in splits or (None,):
+        base = root / split if split else root
+        for label, name in enumerate(classes):
+            folder = base / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n_per_class):
+                patient = f"person{label}{i // 2:03d}{split or ''}"
+                Image.fromarray(synthetic_image(label % 2, rng, size)).save(folder / f"{patient}_img{i}.png")
+    return root
+
+
+@pytest.fixture
+def class_folders(tmp_path: Path) -> Path:
+    return make_class_folders(tmp_path / "data")
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    if not SHARED.exists():
+        pytest.skip(f"real data folder {SHARED} is absent")
+    return SHARED

@@ -1,0 +1,75 @@
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cadx.data.sources import load_index
+from cadx.data.splits import assign_splits, read_split_file, write_split_file
+from tests.conftest import make_class_folders
+
+
+@pytest.fixture
+def grouped(tmp_path: Path) -> Path:
+    return make_class_folders(tmp_path / "d", 100)
+
+
+def test_default_split_is_70_20_10_stratified(grouped: Path) -> None:
+    splits, _ = assign_splits(load_index(grouped), seed=1)
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sum(sizes.values()) == 200
+    assert abs(sizes["train"] - 140) <= 6 and abs(sizes["val"] - 40) <= 6 and abs(sizes["test"] - 20) <= 6
+    for recs in splits.values():
+        counts = Counter(r.target for r in recs)
+        assert abs(counts[0] - counts[1]) <= 4  # each split keeps the 50/50 class mix
+
+
+def test_a_patient_never_spans_two_splits(grouped: Path) -> None:
+    splits, _ = assign_splits(load_index(grouped), seed=3)
+    seen: dict[str, str] = {}
+    for name, recs in splits.items():
+        for r in recs:
+            assert seen.setdefault(r.patient, name) == name
+
+
+def test_same_seed_same_split_and_other_seed_differs(grouped: Path) -> None:
+    index = load_index(grouped)
+    a, _ = assign_splits(index, seed=7)
+    b, _ = assign_splits(index, seed=7)
+    c, _ = assign_splits(index, seed=8)
+    keys = lambda s: {n: sorted(r.key for r in v) for n, v in s.items()}  # noqa: E731
+    assert keys(a) == keys(b)
+    assert keys(a) != keys(c)
+
+
+def test_val_is_carved_from_train_by_patient(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "d", 40, splits=("train", "test"))
+    splits, _ = assign_splits(load_index(root), seed=0, val_fraction_of_train=0.25)
+    assert len(splits["test"]) == 80
+    assert 14 <= len(splits["val"]) <= 26
+    train_patients = {r.patient for r in splits["train"]}
+    assert not train_patients & {r.patient for r in splits["val"]}
+
+
+def test_duplicates_are_kept_together_or_warned(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "d", 20, splits=("train", "test"))
+    src = next((root / "train" / "normal").glob("*.png"))
+    Image.open(src).save(root / "test" / "normal" / "copy_of_train.png")
+    (root / "test" / "normal" / "copy_of_train.png").write_bytes(src.read_bytes())
+    _, warnings = assign_splits(load_index(root), seed=0)
+    assert warnings and "copy_of_train.png" in warnings[0]
+    flat = make_class_folders(tmp_path / "flat", 30)
+    src = next((flat / "normal").glob("*.png"))
+    (flat / "normal" / "dup.png").write_bytes(src.read_bytes())
+    splits, warnings = assign_splits(load_index(flat, patient_pattern=None), seed=0)
+    assert not warnings  # duplicates grouped, so they land in the same split
+    where = {r.key: n for n, v in splits.items() for r in v}
+    assert where["normal/dup.png"] == where[f"normal/{src.name}"]
+
+
+def test_split_file_round_trip(grouped: Path, tmp_path: Path) -> None:
+    index = load_index(grouped)
+    splits, _ = assign_splits(index, seed=2)
+    write_split_file(tmp_path / "split.csv", splits)
+    again = read_split_file(tmp_path / "split.csv", index)
+    assert {n: [r.key for r in v] for n, v in again.items()} == {n: [r.key for r in v] for n, v in splits.items()}
