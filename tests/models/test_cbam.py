@@ -17,7 +17,7 @@ def test_cbam_keeps_shape() -> None:
 
 def test_channel_weights_in_unit_interval() -> None:
     att = ChannelAttention(32, reduction=8)
-    w = att.attention_weights(torch.randn(3, 32, 8, 8) * 10)
+    w = att.attention_weights(torch.randn(3, 32, 8, 8))  # large inputs saturate to 1.0 in float32
     assert w.shape == (3, 32, 1, 1)
     assert ((w > 0) & (w < 1)).all()
 

@@ -9,6 +9,7 @@ import torch
 
 from cadx.models import count_parameters, create_model, freeze_backbone, load_pretrained_weights
 from cadx.models.resnet import BasicBlock, ResNet
+from cadx.models.vgg import VGG
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_rgb_to_grey_and_new_head(tmp_path: Path, imagenet_resnet18: dict[str, t
 
 def test_grey_to_rgb_and_wrappers(tmp_path: Path) -> None:
     grey = create_model("resnet18", in_channels=1, num_classes=2).state_dict()
-    wrapped = {"state_dict": {f"model.{k}": v for k, v in grey.items()}, "epoch": 3}
+    wrapped = {"state_dict": {f"model._orig_mod.{k}": v for k, v in grey.items()}, "epoch": 3}
     wrapped["state_dict"]["criterion.weight"] = torch.ones(2)  # a LightningModule's own buffer
     model = create_model("resnet18", in_channels=3, num_classes=2)
     report = load_pretrained_weights(model, _save(wrapped, tmp_path / "ckpt.ckpt"))
@@ -65,9 +66,7 @@ def test_wrong_backbone_keys_raise(tmp_path: Path, imagenet_resnet18: dict[str, 
     assert "layer3.0.conv1.weight" in report.missing and "stage3.0.conv1.weight" in report.unexpected
 
 
-def test_attention_modules_keep_their_init(
-    tmp_path: Path, imagenet_resnet18: dict[str, torch.Tensor]
-) -> None:
+def test_attention_modules_keep_their_init(tmp_path: Path, imagenet_resnet18: dict[str, torch.Tensor]) -> None:
     """ImageNet ResNet weights into the CBAM variant: new attention + AERNet-style head stay fresh."""
     model = ResNet(BasicBlock, (2, 2, 2, 2), in_channels=1, num_classes=2, attention="cbam", hidden=16)
     report = load_pretrained_weights(model, _save(imagenet_resnet18, tmp_path / "r18.pth"))
@@ -105,3 +104,20 @@ def test_freeze_backbone_leaves_only_classifier(imagenet_resnet18: dict[str, tor
         assert trainable == count_parameters(dict(model.named_modules())[cls])
         for pname, p in model.named_parameters():
             assert p.requires_grad == pname.startswith(cls + ".")
+
+
+def test_timm_vgg_conv_mlp_is_reshaped(tmp_path: Path) -> None:
+    """timm stores VGG's first two FC layers as convs (pre_logits) and the last as head.fc."""
+    torch.manual_seed(0)
+    source = VGG([8, "M"], False, in_channels=3, num_classes=10, hidden=16).state_dict()
+    timm = {k: v for k, v in source.items() if k.startswith("features.")}
+    timm["pre_logits.fc1.weight"] = source["classifier.0.weight"].reshape(16, 8, 7, 7)
+    timm["pre_logits.fc1.bias"] = source["classifier.0.bias"]
+    timm["pre_logits.fc2.weight"] = source["classifier.3.weight"][:, :, None, None]
+    timm["pre_logits.fc2.bias"] = source["classifier.3.bias"]
+    timm["head.fc.weight"], timm["head.fc.bias"] = source["classifier.6.weight"], source["classifier.6.bias"]
+    model = VGG([8, "M"], False, in_channels=1, num_classes=2, hidden=16)
+    report = load_pretrained_weights(model, _save(timm, tmp_path / "timm_vgg.pth"))
+    assert torch.equal(model.classifier[0].weight, source["classifier.0.weight"])
+    assert torch.equal(model.classifier[3].weight, source["classifier.3.weight"])
+    assert model.classifier[6].weight.shape == (2, 16) and "classifier.6.weight" in report.reinitialized

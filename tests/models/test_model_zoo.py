@@ -9,9 +9,9 @@ from torch import nn
 from cadx.models import count_parameters, create_model, get_model_info, list_models
 
 ALL = [info.name for info in list_models()]
-HEAVY = {"vgg16", "vgg16_bn", "alexnet"}  # ~0.1 B params: build them less often
-COMBOS = [(c, n) for c in (1, 3) for n in (2, 4)]
-CASES = [(m, c, n) for m in ALL for c, n in COMBOS if m not in HEAVY or (c, n) in ((1, 2), (3, 4))]
+HEAVY = {"vgg16", "vgg16_bn", "alexnet"}  # ~0.1 B params: no backward test
+# (1, 2) and (3, 4) cover both channel counts and both class counts with half the builds
+CASES = [(m, c, n) for m in ALL for c, n in ((1, 2), (3, 4))]
 
 
 def _input_size(name: str) -> int:
@@ -130,6 +130,6 @@ def test_cam_layer_supports_gradcam_hooks(name: str) -> None:
     seen: dict[str, torch.Tensor] = {}
     layer.register_forward_hook(lambda _m, _i, o: seen.__setitem__("act", o))
     layer.register_full_backward_hook(lambda _m, _gi, go: seen.__setitem__("grad", go[0]))
-    size = _input_size(name)
+    size = 28 if name == "small_cnn" else 32
     model(torch.randn(1, 1, size, size))[0, 1].backward()
     assert seen["act"].shape == seen["grad"].shape and seen["grad"].abs().sum() > 0

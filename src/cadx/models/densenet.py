@@ -37,9 +37,7 @@ class _DenseLayer(nn.Module):
 class _DenseBlock(nn.ModuleDict):
     """Each layer sees the concatenation of all previous outputs."""
 
-    def __init__(
-        self, num_layers: int, in_features: int, growth_rate: int, bn_size: int, drop_rate: float
-    ) -> None:
+    def __init__(self, num_layers: int, in_features: int, growth_rate: int, bn_size: int, drop_rate: float) -> None:
         super().__init__()
         for i in range(num_layers):
             layer = _DenseLayer(in_features + i * growth_rate, growth_rate, bn_size, drop_rate)
@@ -84,9 +82,7 @@ class DenseNet(nn.Module):
         self.features.add_module("pool0", nn.MaxPool2d(3, stride=2, padding=1))
         n = num_init_features
         for i, num_layers in enumerate(block_config, start=1):
-            self.features.add_module(
-                f"denseblock{i}", _DenseBlock(num_layers, n, growth_rate, bn_size, drop_rate)
-            )
+            self.features.add_module(f"denseblock{i}", _DenseBlock(num_layers, n, growth_rate, bn_size, drop_rate))
             n += num_layers * growth_rate
             if i != len(block_config):
                 self.features.add_module(f"transition{i}", _Transition(n, n // 2))

@@ -136,7 +136,5 @@ class GoogLeNet(nn.Module):
     default_in_channels=3,
     description="GoogLeNet / Inception v1 with BN, torchvision layout",
 )
-def googlenet(
-    in_channels: int, num_classes: int, *, aux_logits: bool = False, dropout: float = 0.2
-) -> GoogLeNet:
+def googlenet(in_channels: int, num_classes: int, *, aux_logits: bool = False, dropout: float = 0.2) -> GoogLeNet:
     return GoogLeNet(in_channels, num_classes, aux_logits=aux_logits, dropout=dropout)

@@ -89,15 +89,11 @@ def _check_attributes(name: str, model: nn.Module) -> None:
             raise AttributeError(f"model {name!r} names module {dotted!r}, which does not exist")
 
 
-def create_model(
-    name: str, in_channels: int | None = None, num_classes: int = 2, **options: Any
-) -> nn.Module:
+def create_model(name: str, in_channels: int | None = None, num_classes: int = 2, **options: Any) -> nn.Module:
     """Build a registered model; ``in_channels=None`` uses the model's default channel count."""
     info = get_model_info(name)
     fn = _BUILDERS[name]
-    has_var_kw = any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()
-    )
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
     unknown = sorted(set(options) - set(info.options))
     if unknown and not has_var_kw:
         valid = ", ".join(sorted(info.options)) or "(none)"

@@ -19,9 +19,7 @@ __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
 def _downsample(in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
     if stride == 1 and in_planes == out_planes:
         return None
-    return nn.Sequential(
-        nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes)
-    )
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes))
 
 
 class BasicBlock(nn.Module):

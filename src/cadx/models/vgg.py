@@ -32,9 +32,7 @@ VGG16_CFG: list[int | str] = [
 ]
 
 
-def make_features(
-    cfg: list[int | str], in_channels: int, batch_norm: bool
-) -> tuple[nn.Sequential, list[str]]:
+def make_features(cfg: list[int | str], in_channels: int, batch_norm: bool) -> tuple[nn.Sequential, list[str]]:
     """Conv stack plus the dotted names of the last ReLU before each pool (one per stage)."""
     layers: list[nn.Module] = []
     stage_ends: list[str] = []
@@ -62,18 +60,20 @@ class VGG(nn.Module):
         in_channels: int = 3,
         num_classes: int = 1000,
         dropout: float = 0.5,
+        hidden: int = 4096,
     ) -> None:
         super().__init__()
         self.features, self.stage_names = make_features(cfg, in_channels, batch_norm)
+        last_channels = [v for v in cfg if v != "M"][-1]
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096),
+            nn.Linear(int(last_channels) * 7 * 7, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(4096, 4096),
+            nn.Linear(hidden, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(4096, num_classes),
+            nn.Linear(hidden, num_classes),
         )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

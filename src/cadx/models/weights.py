@@ -48,9 +48,10 @@ class LoadReport:
 
     def summary(self) -> str:
         return (
-            f"loaded {len(self.loaded)} tensors ({len(self.adapted)} adapted), re-initialised "
-            f"{len(self.reinitialized)}, kept init {len(self.kept_init)}, ignored {len(self.ignored)}, "
-            f"missing {len(self.missing)}, unexpected {len(self.unexpected)}, mismatched {len(self.mismatched)}"
+            f"loaded {len(self.loaded)} tensors ({len(self.adapted)} adapted), "
+            f"re-initialised {len(self.reinitialized)}, kept init {len(self.kept_init)}, "
+            f"ignored {len(self.ignored)}, missing {len(self.missing)}, "
+            f"unexpected {len(self.unexpected)}, mismatched {len(self.mismatched)}"
         )
 
 
@@ -69,10 +70,9 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _strip_prefixes(sd: dict[str, torch.Tensor], ignored: list[str]) -> dict[str, torch.Tensor]:
     """Drop DataParallel/Lightning/compile prefixes; keys without them then belong to the wrapper."""
-    for prefix in _PREFIXES:
-        if any(k.startswith(prefix) for k in sd):
-            ignored.extend(k for k in sd if not k.startswith(prefix))
-            sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+    while prefix := next((p for p in _PREFIXES if any(k.startswith(p) for k in sd)), None):
+        ignored.extend(k for k in sd if not k.startswith(prefix))
+        sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
 
 
@@ -113,9 +113,7 @@ def _listing(title: str, keys: list[str]) -> str:
     return f"{title} ({len(keys)}): {shown}{more}"
 
 
-def load_pretrained_weights(
-    model: nn.Module, path: str | Path, *, strict_backbone: bool = True
-) -> LoadReport:
+def load_pretrained_weights(model: nn.Module, path: str | Path, *, strict_backbone: bool = True) -> LoadReport:
     """Load a local checkpoint into ``model`` in place; see the module docstring for the rules.
 
     Raises ValueError listing missing/unexpected/mismatched backbone keys when ``strict_backbone``.
@@ -155,8 +153,6 @@ def load_pretrained_weights(
         v = mapped[key]
         if v.shape == t.shape:
             to_load[key] = v
-        elif _under(key, heads):
-            bad_heads.add(module)
         elif key == first_conv and v.ndim == 4 and v.shape[0] == t.shape[0] and v.shape[2:] == t.shape[2:]:
             adapted = _adapt_first_conv(v, t.shape[1])
             if adapted is None:
@@ -167,6 +163,8 @@ def load_pretrained_weights(
         elif v.numel() == t.numel() and v.ndim == 4 and t.ndim == 2:  # conv-as-linear (timm ConvMlp)
             to_load[key] = v.reshape(t.shape)
             report.adapted.append(key)
+        elif _under(key, heads):
+            bad_heads.add(module)
         else:
             report.mismatched.append(f"{key} {tuple(v.shape)}->{tuple(t.shape)}")
 
@@ -194,6 +192,7 @@ def load_pretrained_weights(
             reset()
         report.reinitialized.extend(k for k in target if k.rsplit(".", 1)[0] == name)
     report.loaded = sorted(to_load)
+    report.adapted = [k for k in report.adapted if k in to_load]
     return report
 
 

@@ -19,9 +19,7 @@ class ChannelAttention(nn.Module):
         super().__init__()
         hidden = max(channels // reduction, 1)
         self.channels = channels
-        self.mlp = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels)
-        )
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Per-channel weights in (0, 1), shape (B, C, 1, 1)."""
@@ -65,9 +63,7 @@ class CBAM(nn.Module):
         self.channel: nn.Module = (
             ChannelAttention(channels, reduction) if mode in ("cbam", "channel") else nn.Identity()
         )
-        self.spatial: nn.Module = (
-            SpatialAttention(kernel_size) if mode in ("cbam", "spatial") else nn.Identity()
-        )
+        self.spatial: nn.Module = SpatialAttention(kernel_size) if mode in ("cbam", "spatial") else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spatial(self.channel(x))
