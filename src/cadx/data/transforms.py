@@ -82,7 +82,7 @@ def build_augmentation(aug: Augmentation | None) -> Compose | None:
         steps.append(RandFlip(prob=0.5, spatial_axis=1))
     if aug.rotate_degrees or aug.zoom:
         steps.append(RandAffine(prob=aug.prob, rotate_range=np.deg2rad(aug.rotate_degrees),
-                                scale_range=(aug.zoom, aug.zoom), padding_mode="border", cache_grid=True))
+                                scale_range=(aug.zoom, aug.zoom), padding_mode="border"))
     if aug.brightness:
         steps.append(RandScaleIntensity(factors=aug.brightness, prob=aug.prob))
     if aug.contrast:

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +36,9 @@ from cadx.engine.plots import plot_training_curves
 from cadx.models import count_parameters, get_model_info
 
 log = logging.getLogger(__name__)
+# The run folder deliberately holds more than checkpoints; the pytree notice is Lightning-internal.
+warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 @dataclass

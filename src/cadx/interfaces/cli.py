@@ -42,7 +42,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -243,6 +243,9 @@ def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: P
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+from cadx.interfaces import tabular_cli  # noqa: E402,F401  (registers cadx tabular)
 
 
 def main() -> None:

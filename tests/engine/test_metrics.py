@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from cadx.engine.metrics import choose_threshold, classification_metrics, multilabel_metrics
+
+
+@pytest.fixture
+def binary() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p1 = np.clip(0.35 * y + rng.uniform(0, 0.65, 300), 0, 1)
+    return y, np.stack([1 - p1, p1], 1)
+
+
+def test_binary_metrics_match_scikit_learn(binary) -> None:
+    y, probs = binary
+    m = classification_metrics(y, probs, ["normal", "pneumonia"], positive_index=1, threshold=0.5, n_bootstrap=200)
+    pred = (probs[:, 1] >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(precision_score(y, pred))
+    assert m["recall"] == pytest.approx(recall_score(y, pred))
+    assert m["specificity"] == pytest.approx(recall_score(1 - y, 1 - pred))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
+    tn, fp, fn, tp = np.array(m["confusion_matrix"]).ravel()
+    assert (tn, fp, fn, tp) == (np.sum((y == 0) & (pred == 0)), np.sum((y == 0) & (pred == 1)),
+                                np.sum((y == 1) & (pred == 0)), np.sum((y == 1) & (pred == 1)))
+    for key in ("accuracy", "f1", "auc"):
+        low, high = m["ci"][key]
+        assert low <= m[key] <= high and high - low < 0.3
+
+
+def test_threshold_changes_decisions(binary) -> None:
+    y, probs = binary
+    low = classification_metrics(y, probs, ["a", "b"], positive_index=1, threshold=0.2, n_bootstrap=10)
+    high = classification_metrics(y, probs, ["a", "b"], positive_index=1, threshold=0.8, n_bootstrap=10)
+    assert low["recall"] > high["recall"] and low["specificity"] < high["specificity"]
+    assert low["auc"] == high["auc"]
+
+
+def test_youden_threshold_separates_perfect_scores() -> None:
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    t = choose_threshold(y, np.stack([1 - p, p], 1), 1)
+    assert 0.3 < t <= 0.6
+
+
+def test_multiclass_macro_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 400)
+    logits = rng.normal(size=(400, 4)) + 1.5 * np.eye(4)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    m = classification_metrics(y, probs, list("abcd"), n_bootstrap=50)
+    pred = probs.argmax(1)
+    assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["recall"] == pytest.approx(recall_score(y, pred, average="macro"))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr"))
+    assert m["average"] == "macro" and set(m["per_class"]) == set("abcd")
+    assert sum(pc["support"] for pc in m["per_class"].values()) == 400
+
+
+def test_multilabel_per_label_auc() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (200, 3))
+    probs = np.clip(0.4 * y + rng.uniform(0, 0.6, (200, 3)), 0, 1)
+    m = multilabel_metrics(y, probs, ["effusion", "mass", "nodule"], n_bootstrap=20)
+    for i, name in enumerate(["effusion", "mass", "nodule"]):
+        assert m["per_class"][name]["auc"] == pytest.approx(roc_auc_score(y[:, i], probs[:, i]))
+    assert m["auc"] == pytest.approx(np.mean([roc_auc_score(y[:, i], probs[:, i]) for i in range(3)]))

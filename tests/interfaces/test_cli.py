@@ -1,0 +1,198 @@
+"""End to end through the command line: train, evaluate, predict on small synthetic data."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from typer.testing import CliRunner
+
+from cadx.interfaces.cli import app
+from tests.conftest import make_class_folders, synthetic_image
+
+runner = CliRunner()
+METRIC_KEYS = {"accuracy", "precision", "recall", "specificity", "f1", "auc", "per_class", "confusion_matrix", "ci",
+               "params", "latency_ms", "n_images", "classes"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def write_dicom(path: Path, pixels: np.ndarray) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "CR", "P1"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("e2e")
+    data = make_class_folders(base / "data", 40)
+    (data / "normal" / "notes.txt").write_text("not an image")
+    run = base / "run"
+    torch.set_num_threads(1)
+    result = invoke("train", data, "--model", "simple_cnn", "--epochs", "2", "--image-size", "32",
+                    "--batch-size", "16", "--output", run, "--seed", "1")
+    assert result.exit_code == 0, result.output
+    return data, run
+
+
+def test_train_writes_a_self_describing_run(trained) -> None:
+    _, run = trained
+    for name in ("best.ckpt", "last.ckpt", "config.yaml", "metrics.csv", "curves.png", "split.csv", "summary.json"):
+        assert (run / name).exists(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert [s["file"].endswith("notes.txt") for s in summary["skipped_files"]] == [True]
+    assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    ckpt = torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)
+    meta = ckpt["cadx"]
+    assert meta["classes"] == ["normal", "pneumonia"] and meta["model"]["name"] == "simple_cnn"
+    assert meta["preprocessing"]["image_size"] == 32 and set(meta["split"]) == {"train", "val", "test"}
+    assert 0.0 <= meta["decision_threshold"] <= 1.0
+
+
+def test_evaluate_writes_metrics_and_plots(trained, tmp_path: Path) -> None:
+    _, run = trained
+    out = tmp_path / "eval"
+    result = invoke("evaluate", run, "--output", out, "--bootstrap", "100")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["split"] == "test" and metrics["n_images"] > 0
+    assert set(metrics["latency_ms"]) >= {"batch_1", "batch_64", "device"}
+    for name in ("report.md", "confusion_matrix.png", "confusion_matrix.csv", "roc.png", "predictions.csv"):
+        assert (out / name).exists(), name
+    assert "AUC-ROC" in (out / "report.md").read_text()
+
+
+def test_evaluate_on_other_data_with_split_all(trained, tmp_path: Path) -> None:
+    _, run = trained
+    other = make_class_folders(tmp_path / "other", 10, seed=5)
+    result = invoke("evaluate", run, "--data", other, "--split", "all", "--output", tmp_path / "o", "--bootstrap", "50")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["n_images"] == 20
+    result = invoke("evaluate", run, "--data", other, "--split", "test")
+    assert result.exit_code == 2 and "--split all" in result.output
+
+
+def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None:
+    data, run = trained
+    dcm = tmp_path / "scan.dcm"
+    write_dicom(dcm, synthetic_image(1, np.random.default_rng(0), 48).astype(np.uint16) * 16)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "pred.csv"
+    result = invoke("predict", run, data / "pneumonia", dcm, bad, "--output", out, "--threshold", "0.5")
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().strip().splitlines()
+    assert lines[0].startswith("file,prediction,probability,p_normal,p_pneumonia,error")
+    assert len(lines) == 1 + 40 + 2
+    bad_row = next(line for line in lines if "bad.png" in line)
+    assert bad_row.split(",")[1] == "" and bad_row.split(",")[-1]
+    json_out = tmp_path / "pred.json"
+    assert invoke("predict", run, dcm, "--output", json_out).exit_code == 0
+    row = json.loads(json_out.read_text())[0]
+    assert row["prediction"] in ("normal", "pneumonia")
+    assert row["p_normal"] + row["p_pneumonia"] == pytest.approx(1.0, abs=1e-5)
+    only_bad = invoke("predict", run, bad)
+    assert only_bad.exit_code == 1
+
+
+def test_resume_continues_and_overwrite_guard(trained, tmp_path: Path) -> None:
+    data, run = trained
+    again = invoke("train", data, "--model", "simple_cnn", "--epochs", "1", "--image-size", "32", "--output", run)
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = invoke("train", data, "--model", "simple_cnn", "--epochs", "3", "--image-size", "32",
+                     "--batch-size", "16", "--output", run, "--seed", "1", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert len((run / "metrics.csv").read_text().strip().splitlines()) == 4  # 2 + 1 more epoch
+
+
+def test_npz_and_multilabel_csv(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    images = np.stack([synthetic_image(int(v), rng, 28) for v in labels])
+    npz = tmp_path / "mini.npz"
+    np.savez(npz, train_images=images[:40], train_labels=labels[:40, None], val_images=images[40:50],
+             val_labels=labels[40:50, None], test_images=images[50:], test_labels=labels[50:, None])
+    result = invoke("train", npz, "--recipe", "small-cnn", "--epochs", "1", "--class-names", "normal,pneumonia",
+                    "--output", tmp_path / "npz")
+    assert result.exit_code == 0, result.output
+    assert invoke("evaluate", tmp_path / "npz", "--bootstrap", "20").exit_code == 0
+    assert json.loads((tmp_path / "npz" / "metrics.json").read_text())["n_images"] == 10
+
+    folder = make_class_folders(tmp_path / "imgs", 12)
+    files = sorted(folder.rglob("*.png"))
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{f.relative_to(tmp_path)},{'effusion|mass' if i % 3 == 0 else ('mass' if i % 3 == 1 else 'nodule')}\n"
+        for i, f in enumerate(files)))
+    result = invoke("train", manifest, "--model", "small_cnn", "--image-size", "28", "--epochs", "1",
+                    "--output", tmp_path / "ml", "--patient-pattern", "")
+    assert result.exit_code == 0, result.output
+    assert invoke("evaluate", tmp_path / "ml", "--bootstrap", "20").exit_code == 0
+    metrics = json.loads((tmp_path / "ml" / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"effusion", "mass", "nodule"}
+
+
+def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    result = invoke("train", tmp_path / "missing", "--output", tmp_path / "r")
+    assert result.exit_code == 2 and "no such file" in result.output and "Traceback" not in result.output
+    one_class = make_class_folders(tmp_path / "one", 4, classes=("only",))
+    result = invoke("train", one_class, "--output", tmp_path / "r")
+    assert result.exit_code == 2 and "at least 2" in result.output
+    result = invoke("evaluate", tmp_path / "nothing.ckpt")
+    assert result.exit_code == 2 and "no such checkpoint" in result.output
+    result = invoke("train", one_class, "--model", "nope", "--output", tmp_path / "r")
+    assert result.exit_code == 2
+
+
+def test_models_and_help() -> None:
+    result = invoke("models")
+    assert result.exit_code == 0 and "aernet" in result.output and "densenet121" in result.output
+    for command in ("train", "evaluate", "predict", "models"):
+        assert invoke(command, "--help").exit_code == 0
+
+
+def test_transfer_learning_from_a_local_state_dict(tmp_path: Path) -> None:
+    from cadx.engine.checkpoint import load_checkpoint
+    from cadx.models import create_model
+
+    source = create_model("resnet18", in_channels=3, num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "imagenet.pth")
+    data = make_class_folders(tmp_path / "d", 10)
+    result = invoke("train", data, "--model", "resnet18", "--weights", tmp_path / "imagenet.pth", "--freeze-backbone",
+                    "--in-channels", "1", "--image-size", "32", "--epochs", "1", "--output", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    model = load_checkpoint(tmp_path / "run").model
+    expected = source.conv1.weight.sum(1, keepdim=True)
+    assert torch.allclose(model.conv1.weight, expected, atol=1e-6)  # frozen backbone kept the summed weights
+    bad = tmp_path / "bad.pth"
+    torch.save({"something.else": torch.zeros(3)}, bad)
+    result = invoke("train", data, "--model", "resnet18", "--weights", bad, "--image-size", "32", "--epochs", "1",
+                    "--output", tmp_path / "run2")
+    assert result.exit_code == 2 and "missing" in result.output.lower()
