@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -45,24 +47,30 @@ def _display_size(height: int, width: int) -> tuple[int, int]:
 
 
 def render_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, label: str = "Grad-CAM") -> bytes:
-    """Grey image, heatmap on top with alpha, colour bar and title; big images are shown downscaled."""
+    """Grey image, heatmap on top with alpha, colour bar and title; big images are shown downscaled.
+
+    Axes are placed by hand: ``tight_layout`` would draw the whole figure once more just to measure it.
+    """
     grey = _grey(image)
     h, w = _display_size(*grey.shape)
     if (h, w) != grey.shape:
         grey = np.asarray(Image.fromarray(grey).resize((w, h), Image.BILINEAR))
         heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
-    aspect = min(max(w / h, 0.4), 2.5)
-    fig = Figure(figsize=(4.6 * aspect + 1.1, 5.2), dpi=100)
+    box_h = 4.6
+    box_w = box_h * min(max(w / h, 0.4), 2.5)
+    margin, top, bar_gap, bar_w, bar_labels = 0.1, 0.8, 0.15, 0.18, 0.75
+    fig_w, fig_h = margin + box_w + bar_gap + bar_w + bar_labels, margin + box_h + top
+    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_axes((margin / fig_w, margin / fig_h, box_w / fig_w, box_h / fig_h))
     ax.imshow(grey, cmap="gray", vmin=0, vmax=255, interpolation="bilinear")
-    shown = ax.imshow(heatmap, cmap=HEATMAP_CMAP, alpha=HEATMAP_ALPHA, vmin=0.0, vmax=1.0, interpolation="bilinear")
+    ax.imshow(heatmap, cmap=HEATMAP_CMAP, alpha=HEATMAP_ALPHA, vmin=0.0, vmax=1.0, interpolation="bilinear")
     ax.set_axis_off()
-    ax.set_title(title, fontsize=10)
-    bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / fig_h, va="top")
+    cax = fig.add_axes(((margin + box_w + bar_gap) / fig_w, margin / fig_h, bar_w / fig_w, box_h / fig_h))
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), HEATMAP_CMAP), cax=cax)
     bar.set_label(f"{label} (relative)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    fig.tight_layout()
     return figure_png(fig)
 
 
@@ -103,9 +111,11 @@ def render_feature_maps(stages: dict[str, torch.Tensor], n: int, title: str | No
         raise ValueError("no stage activations to draw (the model's stage_names produced no 4-D outputs)")
     mosaic, labels = feature_mosaic(stages, n)
     rows = len(labels)
-    fig = Figure(figsize=(1.9 + 0.85 * n, 0.7 + 0.85 * rows), dpi=100)
+    left, top, cell = 1.5, 0.4, 0.85
+    fig_w, fig_h = left + cell * n + 0.1, top + cell * rows + 0.1
+    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_axes((left / fig_w, 0.1 / fig_h, cell * n / fig_w, cell * rows / fig_h))
     ax.imshow(mosaic, cmap=colormaps["viridis"].with_extremes(bad="white"), vmin=0.0, vmax=1.0,
               interpolation="nearest")
     ax.set_xticks([])
@@ -115,5 +125,4 @@ def render_feature_maps(stages: dict[str, torch.Tensor], n: int, title: str | No
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_title(title or f"top {n} channels by mean activation, per stage (shallow to deep)", fontsize=9)
-    fig.tight_layout()
     return figure_png(fig)

@@ -245,7 +245,8 @@ def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: P
         writer.writerows(rows)
 
 
-from cadx.interfaces import tabular_cli  # noqa: E402,F401  (registers cadx tabular)
+from cadx.interfaces import tabular_cli  # noqa: E402,F401  (registers cadx tabular)  # isort: skip
+from cadx.interfaces import explain_cli  # noqa: E402,F401  (registers cadx explain)  # isort: skip
 
 
 def main() -> None:

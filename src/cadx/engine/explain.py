@@ -1,0 +1,232 @@
+"""Grad-CAM and Grad-CAM++ for every cadx model, plus per-stage feature maps: what the network looked at.
+
+Why not ``monai.visualize.GradCAM`` (read in MONAI 1.6, ``class_activation_maps.py``):
+
+* its ``ModelWithHooks`` registers forward/backward hooks in ``__init__`` and never keeps the handles, so they are
+  never removed: one ``GradCAM`` per request adds two hooks per call to the shared model (a leak, and every later
+  forward pass keeps references to its activations); one long-lived ``GradCAM`` keeps the last graph alive instead;
+* it runs a full ``backward()`` that fills every parameter's ``.grad`` (a copy of the weights kept around) and
+  back-propagates through the whole backbone, where Grad-CAM only needs d(score)/d(target-layer output);
+* the score is ``logits[:, class_idx]``, so a single-logit binary head can only ever be explained towards the
+  positive class (no sign flip for the negative one);
+* its Grad-CAM++ denominator sums A * g**3 over positions instead of sum(A) * g**3 (the paper's eq. 19), multiplies
+  by exp(score), which overflows for confident logits, and its default normaliser maps the maximum to 0.
+
+So the ~40 lines of maths live here, in plain torch: the forward pass runs under ``no_grad`` until the target layer,
+whose output is swapped for a fresh leaf that requires grad; ``torch.autograd.grad`` then differentiates the score
+with respect to that leaf only. Cost: one forward plus a backward through the head alone; no parameter ``.grad`` is
+written and frozen backbones work. Hooks are per call, removed in ``finally``, and ignore other threads, so a model
+shared with a ``Predictor`` on a web server is never affected. MONAI's ``default_upsampler`` does the resize.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.visualize.visualizer import default_upsampler
+from torch import nn
+
+from cadx.data.transforms import to_model_input
+from cadx.engine.feature_maps import render_feature_maps, render_overlay
+from cadx.engine.inference import Predictor
+
+METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+_ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++", "gradcam_pp": "gradcam++"}
+
+
+@dataclass
+class Explanation:
+    heatmap: np.ndarray  # float32 (H, W) in [0, 1], original image size
+    overlay_png: bytes  # PNG bytes of the overlay figure
+    feature_maps_png: bytes | None  # PNG bytes of the tiled feature maps (None if feature_maps=0)
+    target_class: str
+    target_index: int
+    probabilities: np.ndarray  # (K,) class probabilities of this image
+    seconds: float  # wall time of the explanation (forward + backward + rendering)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_layer(model: nn.Module, layer: str | None) -> str:
+    """The model's default CAM layer, or ``layer`` if the model has it (ValueError listing the valid names)."""
+    name = layer or getattr(model, "cam_layer", None)
+    if name is None:
+        raise ValueError(f"{type(model).__name__} has no default cam_layer; pass a layer name")
+    valid = layer_names(model)
+    if name not in valid:
+        raise ValueError(f"unknown layer {name!r} for {type(model).__name__}; valid layer names: {', '.join(valid)}")
+    return name
+
+
+def gradcam_map(activation: torch.Tensor, gradient: torch.Tensor, method: str) -> torch.Tensor:
+    """(1, C, h, w) activation and d(score)/d(activation) -> non-negative (1, 1, h, w) map.
+
+    Grad-CAM weights channels by their mean gradient. Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19 with the
+    exponential score; its exp factor is a per-image constant that cancels in the normalisation) weights the
+    positive gradients by alpha = g^2 / (2 g^2 + sum_ab(A) g^3), which lets several small regions share the credit.
+    """
+    if method == "gradcam":
+        weights = gradient.mean(dim=(2, 3), keepdim=True)
+    else:
+        g2 = gradient.pow(2)
+        denominator = 2 * g2 + activation.sum(dim=(2, 3), keepdim=True) * g2 * gradient
+        alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1.0), 0.0)
+        weights = (alpha * F.relu(gradient)).sum(dim=(2, 3), keepdim=True)
+    return F.relu((weights * activation).sum(dim=1, keepdim=True))
+
+
+def upsample_map(cam: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear to ``size`` (the original image), then divided by its maximum: 0 = no evidence, 1 = strongest."""
+    heat = default_upsampler(size)(cam.float())[0, 0].clamp_min(0)
+    peak = float(heat.max())
+    if not np.isfinite(peak) or peak <= 0:
+        return np.zeros(size, dtype=np.float32)
+    return (heat / peak).cpu().numpy().astype(np.float32)
+
+
+class Explainer:
+    """Explains single images for one ``Predictor``; cheap to build, safe to reuse for thousands of images."""
+
+    def __init__(self, predictor: Predictor, *, method: str = "gradcam", layer: str | None = None) -> None:
+        key = method.lower().strip()
+        self.method = _ALIASES.get(key, key)
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        self.predictor = predictor
+        self.model = predictor.model
+        self.layer = resolve_layer(self.model, layer)
+        self.modules = dict(self.model.named_modules())
+        self.stage_names = [s for s in getattr(self.model, "stage_names", []) if s in self.modules]
+        self.classes = list(predictor.classes)
+        self.checkpoint = predictor.checkpoint
+        self._single_logit = self.checkpoint.meta.get("model", {}).get("num_classes") == 1  # confirmed per call
+
+    def class_index(self, target: str | int) -> int:
+        """Index of a class given by name or number (ValueError listing the classes)."""
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            if not 0 <= int(target) < len(self.classes):
+                raise ValueError(f"class index {target} out of range 0..{len(self.classes) - 1}")
+            return int(target)
+        if target not in self.classes:
+            raise ValueError(f"unknown class {target!r}; the model's classes are: {', '.join(self.classes)}")
+        return self.classes.index(target)
+
+    # -- scores --------------------------------------------------------------------------------------------------
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        row = logits[0].detach().float()
+        if row.numel() == 1:  # single logit: sigmoid, expanded to (negative, positive) when two names exist
+            p = float(torch.sigmoid(row)[0])
+            return np.array([1 - p, p] if len(self.classes) == 2 else [p], dtype=np.float32)
+        scores = torch.sigmoid(row) if self.checkpoint.multilabel else torch.softmax(row, dim=0)
+        return scores.cpu().numpy().astype(np.float32)
+
+    def _default_target(self, probs: np.ndarray) -> int:
+        """Predicted class: binary models after their threshold, otherwise the most probable (multi-label too)."""
+        pos = self.checkpoint.positive_index
+        if len(probs) == 2 and not self.checkpoint.multilabel and (pos is not None or self._single_logit):
+            pos = 1 if pos is None else pos
+            return pos if probs[pos] >= self.checkpoint.threshold else 1 - pos
+        return int(np.argmax(probs))
+
+    def _score(self, logits: torch.Tensor, index: int) -> torch.Tensor:
+        if logits.shape[1] == 1:  # the logit speaks for the positive class; its negation for the negative one
+            positive = 1 if len(self.classes) == 2 else 0
+            return logits[0, 0] if index == positive else -logits[0, 0]
+        return logits[0, index]
+
+    # -- forward / backward --------------------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor, with_stages: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Logits, the target layer's output as a grad-requiring leaf, and detached stage outputs."""
+        owner = threading.get_ident()
+        captured: dict[str, torch.Tensor] = {}
+        stages: dict[str, torch.Tensor] = {}
+
+        def grab(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            if threading.get_ident() != owner:
+                return None
+            if not isinstance(output, torch.Tensor) or output.ndim != 4:
+                shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+                raise ValueError(f"layer {self.layer!r} outputs {shape}; Grad-CAM needs a (B, C, H, W) feature map")
+            torch.set_grad_enabled(True)  # from here on build the graph; the outer no_grad restores the mode
+            captured["activation"] = output.detach().requires_grad_(True)
+            return captured["activation"]
+
+        def keep(name: str):
+            def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+                if threading.get_ident() == owner and isinstance(output, torch.Tensor) and output.ndim == 4:
+                    stages[name] = output.detach()
+            return hook
+
+        handles = [self.modules[self.layer].register_forward_hook(grab)]
+        if with_stages:
+            handles += [self.modules[s].register_forward_hook(keep(s)) for s in self.stage_names]
+        try:
+            with torch.no_grad():
+                logits = self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if "activation" not in captured:
+            raise ValueError(f"layer {self.layer!r} was not used in the forward pass")
+        return logits, captured["activation"], stages
+
+    def heatmap_and_scores(self, image: np.ndarray, target: str | int | None = None,
+                           *, with_stages: bool = False) -> tuple[np.ndarray, int, np.ndarray, dict]:
+        """Heatmap at the image's size, target index, probabilities and stage outputs; no rendering."""
+        if image.ndim not in (2, 3):
+            raise ValueError(f"expected a decoded (H, W) or (H, W, 3) image, got shape {image.shape}")
+        prepared = self.predictor.prepare(image)
+        was_training = self.model.training
+        self.model.eval()  # dropout off, batch-norm statistics frozen
+        try:
+            with torch.inference_mode(False):  # callers may sit inside inference_mode (a web handler)
+                x = to_model_input(torch.tensor(prepared)[None].to(self.predictor.device), self.predictor.pre)
+                logits, activation, stages = self._forward(x, with_stages)
+                self._single_logit = logits.shape[1] == 1
+                probs = self._probabilities(logits)
+                index = self._default_target(probs) if target is None else self.class_index(target)
+                with torch.enable_grad():
+                    score = self._score(logits, index)
+                (gradient,) = torch.autograd.grad(score, activation)
+                cam = gradcam_map(activation.detach(), gradient, self.method)
+        finally:
+            self.model.train(was_training)
+        return upsample_map(cam, image.shape[:2]), index, probs, stages
+
+    def explain(self, image: np.ndarray, *, target: str | int | None = None, feature_maps: int = 8,
+                title: str | None = None) -> Explanation:
+        """Explain one decoded uint8 image (e.g. ``predictor.read(path)``): heatmap, overlay and feature maps."""
+        started = time.perf_counter()
+        if feature_maps < 0:
+            raise ValueError(f"feature_maps must be >= 0, got {feature_maps}")
+        heatmap, index, probs, stages = self.heatmap_and_scores(image, target, with_stages=feature_maps > 0)
+        overlay = render_overlay(image, heatmap, title or self.default_title(index, probs), METHODS[self.method])
+        features = render_feature_maps(stages, feature_maps) if feature_maps > 0 else None
+        return Explanation(heatmap=heatmap, overlay_png=overlay, feature_maps_png=features,
+                           target_class=self.classes[index], target_index=index, probabilities=probs,
+                           seconds=time.perf_counter() - started)
+
+    def predicted(self, probs: np.ndarray) -> tuple[str, float]:
+        """The class the model asserts for these probabilities, and its probability."""
+        index = self._default_target(probs)
+        return self.classes[index], float(probs[index])
+
+    def default_title(self, index: int, probs: np.ndarray) -> str:
+        name, p = self.predicted(probs)
+        line = f"predicted {name} (p = {p:.3f})"
+        if self.classes[index] != name:
+            line += f"\n{METHODS[self.method]} for {self.classes[index]} (p = {probs[index]:.3f})"
+        return f"{line}\n{METHODS[self.method]} at {self.layer}"
+
+
+def explain(predictor: Predictor, image: np.ndarray, *, target: str | int | None = None, method: str = "gradcam",
+            layer: str | None = None, feature_maps: int = 8) -> Explanation:
+    """One-off convenience wrapper around :class:`Explainer`."""
+    return Explainer(predictor, method=method, layer=layer).explain(image, target=target, feature_maps=feature_maps)

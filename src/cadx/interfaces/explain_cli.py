@@ -1,0 +1,106 @@
+"""``cadx explain``: Grad-CAM / Grad-CAM++ overlays, raw heatmaps and feature-map tiles for images or folders.
+
+Registered on the main Typer app by importing this module at the end of ``cadx.interfaces.cli``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cadx.data.readers import UnreadableImageError
+from cadx.interfaces.cli import app, console, err_console, user_errors
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    """``<stem>``, or ``<stem>_2``... when two inputs in different folders share a name."""
+    stem, n = path.stem, 1
+    while stem in used:
+        n += 1
+        stem = f"{path.stem}_{n}"
+    used.add(stem)
+    return stem
+
+
+@app.command("explain")
+@user_errors
+def explain_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Run folder or .ckpt file.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the overlays, heatmaps and tiles.")],
+    class_name: Annotated[str | None, typer.Option("--class", help="Class to explain (default: the predicted "
+                                                                   "one).")] = None,
+    method: Annotated[str, typer.Option(help="gradcam or gradcam++.")] = "gradcam",
+    layer: Annotated[str | None, typer.Option(help="Target layer (default: the model's last stage).")] = None,
+    feature_maps: Annotated[int, typer.Option("--feature-maps", help="Most active channels per stage in "
+                                                                     "<stem>_features.png; 0 skips it.")] = 8,
+) -> None:
+    """Grad-CAM per image: <stem>_overlay.png, <stem>_heatmap.npy (float, [0, 1], image size), <stem>_features.png.
+
+    Unreadable files are reported and skipped; the exit code is non-zero only if no image could be explained.
+    """
+    from cadx.engine.explain import Explainer
+    from cadx.engine.inference import Predictor, expand_inputs
+
+    if feature_maps < 0:
+        raise ValueError(f"--feature-maps must be >= 0, got {feature_maps}")
+    predictor = Predictor.from_checkpoint(checkpoint)
+    try:
+        explainer = Explainer(predictor, method=method, layer=layer)
+        if class_name is not None:
+            explainer.class_index(class_name)
+    except ValueError as exc:  # the layer list is long: keep it on one line instead of Rich's wrapping
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    files = expand_inputs(paths)
+    if not files:
+        raise ValueError(f"no image files found in {', '.join(map(str, paths))}")
+    output.mkdir(parents=True, exist_ok=True)
+
+    rows: list[tuple[str, str, str, str]] = []
+    used: set[str] = set()
+    started, done = time.perf_counter(), 0
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("Explaining", total=len(files))
+        for file in files:
+            try:
+                image = predictor.read(file)
+            except (UnreadableImageError, FileNotFoundError) as exc:
+                reason = exc.reason if isinstance(exc, UnreadableImageError) else str(exc)
+                rows.append((str(file), "-", "", reason))
+                progress.advance(task)
+                continue
+            result = explainer.explain(image, target=class_name, feature_maps=feature_maps)
+            stem = _unique_stem(file, used)
+            (output / f"{stem}_overlay.png").write_bytes(result.overlay_png)
+            np.save(output / f"{stem}_heatmap.npy", result.heatmap)
+            if result.feature_maps_png is not None:
+                (output / f"{stem}_features.png").write_bytes(result.feature_maps_png)
+            predicted, p = explainer.predicted(result.probabilities)
+            rows.append((str(file), result.target_class, f"{predicted} ({p:.3f})", ""))
+            done += 1
+            progress.advance(task)
+    _print_rows(rows)
+    seconds = time.perf_counter() - started
+    console.print(f"explained {done} of {len(files)} file(s) with {explainer.method} at {explainer.layer} in "
+                  f"{seconds:.1f} s ({1000 * seconds / max(done, 1):.0f} ms/image); results in [bold]{output}[/]")
+    if done == 0:
+        raise typer.Exit(1)
+
+
+def _print_rows(rows: list[tuple[str, str, str, str]]) -> None:
+    table = Table()
+    for col in ("file", "explained class", "prediction (p)", "error"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(escape(v) for v in row))
+    console.print(table)

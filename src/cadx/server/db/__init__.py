@@ -1,0 +1,1 @@
+"""Database layer: ORM models, engine/session factory, Alembic migrations and the repository (all DB access)."""

@@ -1,0 +1,1 @@
+"""Thin routers: parse the request, call the repository or a use case, return a schema."""

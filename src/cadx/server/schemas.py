@@ -1,0 +1,187 @@
+"""Request/response models of the REST API (kept apart from the ORM models) and their builders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cadx.server.db.models import AuditEvent, Study, StudyImage, User
+from cadx.server.model_store import ModelEntry
+
+API = "/api/v1"
+
+
+class ErrorItem(BaseModel):
+    filename: str
+    error: str
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What went wrong, naming the file(s) and reason(s)")
+    errors: list[ErrorItem] = Field(default_factory=list, description="One entry per refused file")
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires")
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: str
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    database: str
+    models: int
+
+
+class ModelOut(BaseModel):
+    id: str
+    title: str
+    category: str
+    architecture: str
+    task: str
+    classes: list[str]
+    input_size: int = Field(description="Square input side in pixels")
+    channels: int
+    parameters: int | None
+    decision_threshold: float
+    version: str
+    metrics: dict[str, Any] | None = Field(description="Test metrics from metrics.json (None when absent)")
+    has_card: bool
+    loaded: bool
+
+
+class ModelCategory(BaseModel):
+    name: str
+    models: list[ModelOut]
+
+
+class ModelsOut(BaseModel):
+    categories: list[ModelCategory]
+
+
+class ImageResult(BaseModel):
+    index: int
+    filename: str
+    kind: str | None
+    width: int | None
+    height: int | None
+    predicted_class: str | None = Field(description="Most probable class")
+    probability: float | None = Field(description="Its probability")
+    probabilities: dict[str, float] | None = Field(description="Class -> probability")
+    decision: str | None = Field(description="The finding asserted at the study's threshold")
+    decision_classes: list[str] | None = Field(description="Every class asserted at the threshold (multi-label)")
+    explained_class: str | None = Field(description="Class the Grad-CAM heatmap explains")
+    seconds: float | None = Field(description="Inference plus explanation time")
+    thumbnail_url: str | None
+    image_url: str | None
+    heatmap_url: str | None
+    feature_maps_url: str | None
+    original_url: str | None
+    dicom: dict[str, str] | None
+    error: str | None = Field(description="Why this file was not analysed (None when it was)")
+
+
+class StudyOut(BaseModel):
+    id: int
+    created_at: datetime
+    created_by: str | None
+    patient_id: str | None
+    note: str | None
+    model_id: str
+    model_title: str
+    model_version: str
+    model_category: str
+    classes: list[str]
+    threshold: float
+    seconds: float
+    report_url: str
+    results: list[ImageResult]
+
+
+class StudySummary(BaseModel):
+    id: int
+    created_at: datetime
+    created_by: str | None
+    patient_id: str | None
+    model_id: str
+    model_title: str
+    n_images: int
+    n_errors: int
+    findings: list[str] = Field(description="Decisions of the analysed images, in order")
+    report_url: str
+
+
+class StudyPage(BaseModel):
+    items: list[StudySummary]
+    total: int
+    page: int
+    page_size: int
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    username: str
+    action: str
+    study_id: int | None
+    detail: str | None
+
+
+def model_out(entry: ModelEntry, loaded: bool) -> ModelOut:
+    spec = entry.meta["model"]
+    return ModelOut(id=entry.id, title=entry.title, category=entry.category, architecture=entry.architecture,
+                    task=str(entry.meta.get("task", "multiclass")), classes=entry.classes,
+                    input_size=entry.image_size, channels=entry.channels, parameters=spec.get("params"),
+                    decision_threshold=entry.threshold, version=entry.version, metrics=entry.metrics,
+                    has_card=entry.card is not None, loaded=loaded)
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(id=user.id, username=user.username, role=user.role)
+
+
+def image_result(study_id: int, image: StudyImage) -> ImageResult:
+    ok = image.error is None
+    base = f"{API}/studies/{study_id}/images/{image.position}"
+    decision = image.decision or []
+    return ImageResult(
+        index=image.position, filename=image.filename, kind=image.kind, width=image.width, height=image.height,
+        predicted_class=image.predicted_class, probability=image.probability, probabilities=image.probabilities,
+        decision=(", ".join(decision) or "none") if ok else None, decision_classes=decision if ok else None,
+        explained_class=image.target_class, seconds=image.seconds,
+        thumbnail_url=f"{base}/thumbnail.png" if ok else None, image_url=f"{base}/image.png" if ok else None,
+        heatmap_url=f"{base}/overlay.png" if ok else None,
+        feature_maps_url=f"{base}/features.png" if ok and image.has_features else None,
+        original_url=f"{base}/original" if ok else None, dicom=image.dicom, error=image.error)
+
+
+def study_out(study: Study) -> StudyOut:
+    return StudyOut(
+        id=study.id, created_at=study.created_at, created_by=study.created_by.username if study.created_by else None,
+        patient_id=study.patient_id, note=study.note, model_id=study.model_id, model_title=study.model_name,
+        model_version=study.model_version, model_category=study.model_category, classes=list(study.classes),
+        threshold=study.threshold, seconds=study.seconds, report_url=f"{API}/studies/{study.id}/report.pdf",
+        results=[image_result(study.id, i) for i in study.images])
+
+
+def study_summary(study: Study) -> StudySummary:
+    return StudySummary(
+        id=study.id, created_at=study.created_at, created_by=study.created_by.username if study.created_by else None,
+        patient_id=study.patient_id, model_id=study.model_id, model_title=study.model_name,
+        n_images=len(study.images), n_errors=sum(i.error is not None for i in study.images),
+        findings=[", ".join(i.decision or []) or "none" for i in study.images if i.error is None],
+        report_url=f"{API}/studies/{study.id}/report.pdf")
+
+
+def audit_out(event: AuditEvent) -> AuditOut:
+    return AuditOut(id=event.id, at=event.at, username=event.username, action=event.action,
+                    study_id=event.study_id, detail=event.detail)

@@ -1,0 +1,51 @@
+"""One settings object, read from ``CADX_*`` environment variables (``cadx serve`` options override them)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to know; built once and handed to :func:`create_app`."""
+
+    model_config = SettingsConfigDict(env_prefix="CADX_", extra="ignore")
+
+    db_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir")
+    data_dir: Path = Field(Path("cadx-data"), description="Stored studies, default database and secret key")
+    models_dir: Path = Field(Path("models"), description="Folders holding model.ckpt (+ metrics.json)")
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest accepted file, per file")
+    max_pixels: int = Field(50_000_000, gt=0, description="Largest decoded image (decompression bombs)")
+    max_files: int = Field(32, gt=0, description="Files per study")
+    secret_key: str | None = Field(None, description="Signs cookies and tokens; default: kept in data_dir")
+    token_minutes: int = Field(12 * 60, gt=0, description="Bearer token lifetime")
+    session_minutes: int = Field(12 * 60, gt=0, description="Login cookie lifetime")
+    secure_cookies: bool = Field(False, description="Send the session cookie over HTTPS only")
+    feature_maps: int = Field(8, ge=0, description="Feature maps drawn per image (0: none)")
+    device: str = Field("cpu", description="torch device for inference: cpu, cuda or auto")
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.data_dir / 'cadx.db').resolve()}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def signing_key(self) -> str:
+        """The configured key, else one generated on first start and kept (owner-only) in the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key

@@ -1,0 +1,94 @@
+/* Shared by every page: API calls (cookie + CSRF header) and the result cards.
+   Text from users or files is only ever set with textContent, never parsed as HTML. */
+"use strict";
+window.cadx = (function () {
+  const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  async function api(path, options) {
+    const opts = Object.assign({ credentials: "same-origin", headers: {} }, options || {});
+    if (opts.method && opts.method !== "GET") opts.headers["X-CSRF-Token"] = csrf();
+    const response = await fetch(path, opts);
+    if (response.status === 401) { window.location.href = "/login?next=" + encodeURIComponent(location.pathname); }
+    if (!response.ok) {
+      let detail = response.statusText;
+      try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+      throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    }
+    return response.status === 204 ? null : response.json();
+  }
+
+  const pct = (p) => (100 * p).toFixed(1) + " %";
+  const when = (iso) => new Date(iso).toLocaleString();
+
+  function bars(result) {
+    const entries = Object.entries(result.probabilities || {}).sort((a, b) => b[1] - a[1]);
+    return el("div", { class: "bars" }, entries.map(([name, p]) =>
+      el("div", { class: "bar-row" + (name === result.predicted_class ? " top" : "") },
+        el("span", { class: "bar-label", text: name }),
+        el("span", { class: "bar" }, el("span", { class: "bar-fill", style: "width:" + (100 * p).toFixed(1) + "%" })),
+        el("span", { class: "bar-value", text: pct(p) }))));
+  }
+
+  function resultCard(study, result) {
+    const reportUrl = study.report_url + "?image=" + result.index;
+    if (result.error) {
+      return el("article", { class: "card failed", "data-filename": result.filename },
+        el("h3", { class: "filename", text: result.filename }),
+        el("p", { class: "error", text: "Not analysed: " + result.error }));
+    }
+    const decision = el("p", { class: "decision" },
+      "Decision at threshold " + study.threshold.toFixed(2) + ": ", el("strong", { text: result.decision }));
+    return el("article", { class: "card", "data-filename": result.filename },
+      el("div", { class: "card-head" },
+        el("img", { class: "thumb", src: result.thumbnail_url, alt: "", width: 96, height: 96 }),
+        el("div", {},
+          el("h3", { class: "filename", text: result.filename }),
+          el("p", { class: "prediction" }, el("span", { class: "class-name", text: result.predicted_class }),
+            " ", el("span", { class: "prob", text: pct(result.probability) })),
+          decision,
+          el("p", { class: "muted small", text: result.width + "×" + result.height + " " + (result.kind || "").toUpperCase()
+            + " · " + result.seconds.toFixed(2) + " s" }))),
+      bars(result),
+      el("figure", { class: "overlay" },
+        el("img", { src: result.heatmap_url, alt: "Grad-CAM heatmap of " + result.filename, loading: "lazy" }),
+        el("figcaption", { text: "Grad-CAM for “" + (result.explained_class || result.predicted_class) + "”" })),
+      result.feature_maps_url ? el("details", { class: "features" }, el("summary", { text: "Feature maps" }),
+        el("img", { src: result.feature_maps_url, alt: "Feature maps", loading: "lazy" })) : null,
+      el("div", { class: "card-actions" },
+        el("a", { class: "button secondary export", href: reportUrl, download: "" }, "Export report (PDF)"),
+        el("a", { class: "linkish", href: result.original_url, download: result.filename }, "Original file")));
+  }
+
+  function studyHeader(study) {
+    const bits = ["Study " + study.id, when(study.created_at), study.model_title + " (" + study.model_category + ")",
+      "threshold " + study.threshold.toFixed(2)];
+    if (study.patient_id) bits.splice(1, 0, "patient " + study.patient_id);
+    return el("div", { class: "study-head" },
+      el("div", {}, el("h2", { text: bits.join(" · ") }),
+        study.note ? el("p", { class: "muted", text: study.note }) : null),
+      el("a", { class: "button secondary", href: study.report_url, download: "" }, "Study report (PDF)"));
+  }
+
+  function renderStudy(study, container) {
+    container.replaceChildren(studyHeader(study),
+      el("div", { class: "cards" }, study.results.map((r) => resultCard(study, r))));
+  }
+
+  return { api, el, csrf, pct, when, renderStudy };
+})();

@@ -1,0 +1,224 @@
+"""Grad-CAM / Grad-CAM++: it points at the evidence, fits every architecture, handles every head, leaks nothing."""
+
+from __future__ import annotations
+
+import gc
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cadx.data.transforms import Preprocessing, prepare_image, to_model_input
+from cadx.engine.checkpoint import LoadedCheckpoint
+from cadx.engine.explain import Explainer, explain
+from cadx.engine.inference import Predictor
+from cadx.models import create_model, list_models
+
+SIZE, BLOB = 32, 6  # a smaller version of benchmarks/pointing_game.py (64 px, 10 px blobs)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def blob_image(label: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
+    """Textured background; class 1 = a bright blob, class 0 = a dark one; returns the image and blob corner.
+
+    The background level is random and a few single pixels are pinned to 0 and 255, so the per-image min-max
+    stretch of ``prepare_image`` is a no-op: otherwise it shifts the whole background by class and the network
+    (rightly, Grad-CAM shows it) learns that global shortcut instead of the blob.
+    """
+    img = rng.normal(rng.uniform(96, 160), 18, (SIZE, SIZE))
+    y, x = (int(v) for v in rng.integers(0, SIZE - BLOB + 1, 2))
+    img[y:y + BLOB, x:x + BLOB] = 230 if label else 25
+    flat = img.reshape(-1)
+    flat[rng.choice(flat.size, 6, replace=False)] = [0, 0, 0, 255, 255, 255]
+    return img.clip(0, 255).astype(np.uint8), (y, x)
+
+
+def make_predictor(model: torch.nn.Module, *, classes=("dark", "bright"), size: int = SIZE, channels: int = 1,
+                   task: str = "multiclass", positive_index: int | None = 1, threshold: float = 0.5) -> Predictor:
+    meta = {"classes": list(classes), "task": task, "positive_index": positive_index,
+            "decision_threshold": threshold, "preprocessing": Preprocessing(size, channels).to_dict(),
+            "model": {"name": "test", "in_channels": channels, "num_classes": len(classes), "options": {}}}
+    return Predictor(LoadedCheckpoint(model.eval(), meta, Path("memory.ckpt")), "cpu")
+
+
+def hit(heatmap: np.ndarray, corner: tuple[int, int], tol: int) -> bool:
+    py, px = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    y, x = corner
+    return y - tol <= py < y + BLOB + tol and x - tol <= px < x + BLOB + tol
+
+
+@pytest.fixture(scope="module")
+def trained() -> Predictor:
+    """simple_cnn trained a few seconds with a plain loop on the blob task (the engine path is the benchmark's)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    pre = Preprocessing(SIZE, 1)
+    labels = np.arange(384) % 2
+    x = torch.from_numpy(np.stack([prepare_image(blob_image(int(y), rng)[0], pre) for y in labels]))
+    y = torch.from_numpy(labels)
+    model = create_model("simple_cnn", in_channels=1, num_classes=2, hidden=64, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(4):
+        for i in torch.randperm(len(y)).split(32):
+            loss = torch.nn.functional.cross_entropy(model(to_model_input(x[i], pre)), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    return make_predictor(model)
+
+
+def pointing_hits(explainer: Explainer, n: int = 40, seed: int = 1) -> tuple[float, float, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    hits, correct, maps = 0, 0, []
+    for i in range(n):
+        img, corner = blob_image(i % 2, rng)
+        heat, index, _, _ = explainer.heatmap_and_scores(img)
+        hits += hit(heat, corner, tol=2)  # half of simple_cnn's 4 px CAM cell at 32 px
+        correct += index == i % 2
+        maps.append(heat)
+    return hits / n, correct / n, maps
+
+
+def test_gradcam_points_at_the_blob(trained: Predictor) -> None:
+    rate, accuracy, _ = pointing_hits(Explainer(trained))
+    assert accuracy >= 0.9, accuracy
+    assert rate >= 0.7, f"Grad-CAM hit the blob in only {rate:.0%} of images"  # chance is ~(10/32)^2 = 10 %
+
+
+def test_gradcam_plus_plus_differs_but_also_localises(trained: Predictor) -> None:
+    rate_pp, _, maps_pp = pointing_hits(Explainer(trained, method="gradcam++"))
+    _, _, maps = pointing_hits(Explainer(trained))
+    assert rate_pp >= 0.7, rate_pp
+    assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(maps, maps_pp, strict=True))
+
+
+def test_heatmap_has_the_original_size_and_outputs_are_pngs(trained: Predictor) -> None:
+    img = np.random.default_rng(3).integers(0, 255, (50, 70), dtype=np.uint8)
+    result = explain(trained, img, feature_maps=4)
+    assert result.heatmap.shape == (50, 70) and result.heatmap.dtype == np.float32
+    assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
+    for png in (result.overlay_png, result.feature_maps_png):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert Image.open(io.BytesIO(png)).format == "PNG"
+    assert result.probabilities.shape == (2,) and abs(float(result.probabilities.sum()) - 1) < 1e-5
+    assert result.seconds > 0
+    assert explain(trained, img, feature_maps=0).feature_maps_png is None
+    colour = np.dstack([img, img, np.zeros_like(img)])
+    assert explain(trained, colour, feature_maps=0).heatmap.shape == (50, 70)
+
+
+def test_target_by_name_index_and_unknown_class(trained: Predictor) -> None:
+    img, _ = blob_image(1, np.random.default_rng(5))
+    explainer = Explainer(trained)
+    dark, bright = explainer.explain(img, target="dark", feature_maps=0), explainer.explain(img, target=1)
+    assert (dark.target_class, dark.target_index, bright.target_class) == ("dark", 0, "bright")
+    assert not np.allclose(dark.heatmap, bright.heatmap)
+    with pytest.raises(ValueError, match="dark, bright"):
+        explainer.explain(img, target="cat")
+
+
+def test_bad_layer_lists_valid_names(trained: Predictor) -> None:
+    with pytest.raises(ValueError, match=r"unknown layer 'nope'.*features\.block3"):
+        Explainer(trained, layer="nope")
+    explainer = Explainer(trained, layer="classifier")  # exists, but is not a feature map
+    with pytest.raises(ValueError, match="feature map"):
+        explainer.heatmap_and_scores(np.zeros((8, 8), np.uint8))
+    assert _hook_count(trained.model) == 0
+    override = Explainer(trained, layer="features.block2")
+    assert override.explain(blob_image(1, np.random.default_rng(0))[0], feature_maps=0).heatmap.max() == 1.0
+
+
+@pytest.mark.parametrize("name", [info.name for info in list_models()])
+def test_every_architecture_gives_a_finite_nonconstant_cam(name: str) -> None:
+    """At the default layer, both methods. Random weights may hold no positive evidence for one class (an all-zero
+    map after the ReLU is then the right answer), so non-constancy is required of at least one class per method."""
+    torch.manual_seed(0)
+    predictor = make_predictor(create_model(name, in_channels=1, num_classes=2), size=64)
+    img, _ = blob_image(1, np.random.default_rng(0))
+    for method in ("gradcam", "gradcam++"):
+        explainer = Explainer(predictor, method=method)
+        ranges = []
+        for target in (0, 1):
+            heat, _, _, stages = explainer.heatmap_and_scores(img, target, with_stages=True)
+            assert np.isfinite(heat).all() and heat.shape == img.shape
+            assert heat.min() >= 0.0 and heat.max() <= 1.0
+            ranges.append(float(heat.max() - heat.min()))
+        assert max(ranges) > 1e-2, f"{name}/{method}: constant CAM for both classes"
+        assert list(stages) == predictor.model.stage_names
+    assert _hook_count(predictor.model) == 0
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_no_hooks_graph_or_grads_left_after_many_calls(trained: Predictor) -> None:
+    explainer = Explainer(trained)
+    img, _ = blob_image(0, np.random.default_rng(0))
+    explainer.explain(img)
+
+    def live_tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+
+    gc.collect()
+    objects, tensors = len(gc.get_objects()), live_tensors()
+    for i in range(200):
+        explainer.heatmap_and_scores(img, with_stages=i % 2 == 0)
+    gc.collect()
+    assert live_tensors() <= tensors + 5
+    assert len(gc.get_objects()) < objects + 2000  # flat: 200 calls, no per-call survivors
+    assert _hook_count(trained.model) == 0
+    assert all(p.grad is None for p in trained.model.parameters())
+    assert not trained.model.training
+
+
+def test_binary_threshold_multilabel_and_single_logit_targets() -> None:
+    torch.manual_seed(0)
+    img, _ = blob_image(1, np.random.default_rng(0))
+    model = create_model("simple_cnn", in_channels=1, num_classes=2)
+    strict = make_predictor(model, threshold=0.999)  # the positive class needs p >= 0.999
+    result = explain(strict, img, feature_maps=0)
+    assert [result.target_class] == strict.decide(result.probabilities) == ["dark"]
+    multi = make_predictor(create_model("simple_cnn", in_channels=1, num_classes=3), classes=("a", "b", "c"),
+                           task="multilabel", positive_index=None)
+    result = explain(multi, img, feature_maps=0)
+    assert result.target_index == int(np.argmax(result.probabilities))
+    assert not np.isclose(result.probabilities.sum(), 1.0)  # sigmoids, not a softmax
+    single = make_predictor(create_model("simple_cnn", in_channels=1, num_classes=1), positive_index=None)
+    explainer = Explainer(single)
+    default, neg, pos = (explainer.explain(img, target=t, feature_maps=0) for t in (None, "dark", "bright"))
+    p_pos = float(pos.probabilities[1])
+    assert default.target_class == ("bright" if p_pos >= 0.5 else "dark")
+    assert np.isclose(neg.probabilities.sum(), 1.0)
+    assert not np.allclose(neg.heatmap, pos.heatmap)  # the negative class is the sign-flipped logit
+
+
+def test_frozen_weights_and_inference_mode_callers(trained: Predictor) -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet18", in_channels=1, num_classes=2)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    predictor = make_predictor(model, size=64)
+    img, _ = blob_image(1, np.random.default_rng(0))
+    with torch.inference_mode():
+        result = explain(predictor, img, feature_maps=0)
+    assert result.heatmap.max() == 1.0 and torch.is_grad_enabled()
+
+
+def test_unknown_method() -> None:
+    with pytest.raises(ValueError, match="gradcam, gradcam\\+\\+"):
+        Explainer(make_predictor(create_model("small_cnn", in_channels=1, num_classes=2)), method="lime")
