@@ -86,7 +86,7 @@ def pointing_hits(explainer: Explainer, n: int = 40, seed: int = 1) -> tuple[flo
     for i in range(n):
         img, corner = blob_image(i % 2, rng)
         heat, index, _, _ = explainer.heatmap_and_scores(img)
-        hits += hit(heat, corner, tol=2)  # half of simple_cnn's 4 px CAM cell at 32 px
+        hits += hit(heat, corner, tol=4)  # half a CAM cell: simple_cnn's map is 4x4 at 32 px (8 px cells)
         correct += index == i % 2
         maps.append(heat)
     return hits / n, correct / n, maps
@@ -95,7 +95,7 @@ def pointing_hits(explainer: Explainer, n: int = 40, seed: int = 1) -> tuple[flo
 def test_gradcam_points_at_the_blob(trained: Predictor) -> None:
     rate, accuracy, _ = pointing_hits(Explainer(trained))
     assert accuracy >= 0.9, accuracy
-    assert rate >= 0.7, f"Grad-CAM hit the blob in only {rate:.0%} of images"  # chance is ~(10/32)^2 = 10 %
+    assert rate >= 0.7, f"Grad-CAM hit the blob in only {rate:.0%} of images"  # chance: (6+2*4)^2/32^2 = 19 %
 
 
 def test_gradcam_plus_plus_differs_but_also_localises(trained: Predictor) -> None:

@@ -118,12 +118,19 @@ class Explainer:
             raise ValueError(f"unknown class {target!r}; the model's classes are: {', '.join(self.classes)}")
         return self.classes.index(target)
 
+    def _positive(self) -> int:
+        """Positive class of a binary model (the checkpoint's, else the second name)."""
+        pos = self.checkpoint.positive_index
+        return 1 if pos is None else int(pos)
+
     # -- scores --------------------------------------------------------------------------------------------------
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         row = logits[0].detach().float()
-        if row.numel() == 1:  # single logit: sigmoid, expanded to (negative, positive) when two names exist
+        if row.numel() == 1:  # single logit: sigmoid, expanded to one value per class name when there are two
             p = float(torch.sigmoid(row)[0])
-            return np.array([1 - p, p] if len(self.classes) == 2 else [p], dtype=np.float32)
+            if len(self.classes) != 2:
+                return np.array([p], dtype=np.float32)
+            return np.array([1 - p, p] if self._positive() == 1 else [p, 1 - p], dtype=np.float32)
         scores = torch.sigmoid(row) if self.checkpoint.multilabel else torch.softmax(row, dim=0)
         return scores.cpu().numpy().astype(np.float32)
 
@@ -131,13 +138,13 @@ class Explainer:
         """Predicted class: binary models after their threshold, otherwise the most probable (multi-label too)."""
         pos = self.checkpoint.positive_index
         if len(probs) == 2 and not self.checkpoint.multilabel and (pos is not None or self._single_logit):
-            pos = 1 if pos is None else pos
+            pos = self._positive()
             return pos if probs[pos] >= self.checkpoint.threshold else 1 - pos
         return int(np.argmax(probs))
 
     def _score(self, logits: torch.Tensor, index: int) -> torch.Tensor:
         if logits.shape[1] == 1:  # the logit speaks for the positive class; its negation for the negative one
-            positive = 1 if len(self.classes) == 2 else 0
+            positive = self._positive() if len(self.classes) == 2 else 0
             return logits[0, 0] if index == positive else -logits[0, 0]
         return logits[0, index]
 
@@ -207,7 +214,10 @@ class Explainer:
         if feature_maps < 0:
             raise ValueError(f"feature_maps must be >= 0, got {feature_maps}")
         heatmap, index, probs, stages = self.heatmap_and_scores(image, target, with_stages=feature_maps > 0)
-        overlay = render_overlay(image, heatmap, title or self.default_title(index, probs), METHODS[self.method])
+        title = title or self.default_title(index, probs)
+        if not heatmap.any():  # ReLU removed everything: say so rather than show a uniform wash
+            title += f"\n(no positive evidence for {self.classes[index]}: empty map)"
+        overlay = render_overlay(image, heatmap, title, METHODS[self.method])
         features = render_feature_maps(stages, feature_maps) if feature_maps > 0 else None
         return Explanation(heatmap=heatmap, overlay_png=overlay, feature_maps_png=features,
                            target_class=self.classes[index], target_index=index, probabilities=probs,

@@ -49,7 +49,9 @@ class Predictor:
     @torch.inference_mode()
     def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """uint8 (B, C, S, S) -> probabilities (B, K)."""
-        x = torch.as_tensor(batch).to(self.device)
+        # Memory-mapped or broadcast arrays are read-only; torch wants a writable buffer.
+        x = torch.as_tensor(batch if isinstance(batch, torch.Tensor) or batch.flags.writeable
+                            else np.array(batch)).to(self.device)
         logits = self.model(to_model_input(x, self.pre))
         scores = torch.sigmoid(logits) if self.checkpoint.multilabel else torch.softmax(logits, dim=1)
         return scores.float().cpu().numpy()

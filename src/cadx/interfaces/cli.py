@@ -247,6 +247,7 @@ def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: P
 
 from cadx.interfaces import tabular_cli  # noqa: E402,F401  (registers cadx tabular)  # isort: skip
 from cadx.interfaces import explain_cli  # noqa: E402,F401  (registers cadx explain)  # isort: skip
+from cadx.interfaces import serve_cli  # noqa: E402,F401  (registers cadx serve, cadx users)  # isort: skip
 
 
 def main() -> None:

@@ -91,16 +91,23 @@ def explain_command(
             progress.advance(task)
     _print_rows(rows)
     seconds = time.perf_counter() - started
+    rate = f" ({1000 * seconds / done:.0f} ms/image)" if done else ""
     console.print(f"explained {done} of {len(files)} file(s) with {explainer.method} at {explainer.layer} in "
-                  f"{seconds:.1f} s ({1000 * seconds / max(done, 1):.0f} ms/image); results in [bold]{output}[/]")
+                  f"{seconds:.1f} s{rate}; results in [bold]{escape(str(output))}[/]", soft_wrap=True)
     if done == 0:
         raise typer.Exit(1)
 
 
 def _print_rows(rows: list[tuple[str, str, str, str]]) -> None:
-    table = Table()
-    for col in ("file", "explained class", "prediction (p)", "error"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*(escape(v) for v in row))
-    console.print(table)
+    """A table of the explained files; each skipped file on its own unwrapped line (easy to grep)."""
+    explained = [r for r in rows if not r[3]]
+    if explained:
+        table = Table()
+        for col in ("file", "explained class", "prediction (p)"):
+            table.add_column(col)
+        for row in explained:
+            table.add_row(*(escape(v) for v in row[:3]))
+        console.print(table)
+    for file, _, _, error in rows:
+        if error:
+            console.print(f"[yellow]skipped[/] {escape(file)}: {escape(error)}", soft_wrap=True, highlight=False)

@@ -47,12 +47,27 @@ class ImageAnalysis:
     files: dict[str, bytes]  # artefact file name -> PNG bytes
 
 
+# Only to name what was sent instead, in the error message.
+_OTHER_MAGIC = ((b"GIF8", "GIF image"), (b"%PDF", "PDF document"), (b"PK\x03\x04", "ZIP archive"),
+                (b"\x1f\x8b", "gzip archive"))
+
+
 def check_kind(path: Path) -> str:
+    """The file's type from its content (never its name); only PNG, JPEG and DICOM are accepted."""
     kind = sniff_image_kind(path)
     if kind not in ALLOWED_KINDS:
-        found = f"{kind.upper()} image" if kind else "unknown content"
-        raise ImageRejected(f"not a PNG, JPEG or DICOM image (by content: {found})", status=415)
+        raise ImageRejected(f"not a PNG, JPEG or DICOM image (content: {_describe(path, kind)})", status=415)
     return kind
+
+
+def _describe(path: Path, kind: str | None) -> str:
+    if kind:
+        return f"{kind.upper()} image"
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP image"
+    return next((label for magic, label in _OTHER_MAGIC if head.startswith(magic)), "unknown")
 
 
 def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels: int,
@@ -72,12 +87,17 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         except (UnreadableImageError, ValueError, OSError):
             header = {}
         dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
+    classes = predictor.classes
     start = time.perf_counter()
     with model.lock:
-        probs = predictor.predict_batch(predictor.prepare(image)[None])[0]
-        explanation = model.explainer.explain(image, target=None, feature_maps=feature_maps)
+        probs = predictor.predict_batch(np.stack([predictor.prepare(image)]))[0]  # as cadx predict does
+        decision = predictor.decide(probs, threshold)
+        # The heatmap explains the finding shown to the clinician: the decision at the threshold chosen here.
+        target = decision[0] if decision else classes[int(np.argmax(probs))]
+        p = float(probs[classes.index(target)])
+        explanation = model.explainer.explain(image, target=target, feature_maps=feature_maps,
+                                              title=f"Grad-CAM for {target} (p = {p:.3f}, threshold {threshold:.2f})")
     seconds = time.perf_counter() - start
-    classes = predictor.classes
     top = int(np.argmax(probs))
     files = {"image.png": png_bytes(image, DISPLAY_SIDE), "thumb.png": png_bytes(image, THUMB_SIDE),
              "overlay.png": explanation.overlay_png}
@@ -87,7 +107,7 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         kind=kind, width=int(image.shape[1]), height=int(image.shape[0]),
         probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
         predicted_class=classes[top], probability=float(probs[top]),
-        decision=predictor.decide(probs, threshold), target_class=explanation.target_class,
+        decision=decision, target_class=explanation.target_class,
         seconds=seconds, dicom=dicom or None, files=files)
 
 

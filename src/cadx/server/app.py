@@ -33,8 +33,11 @@ DESCRIPTION = ("Computer-aided diagnosis on medical images. Log in with `POST /a
                "Results support, and do not replace, a clinician's judgement.")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Everything is ready when this returns: schema at head, first admin created on an empty database."""
+def create_app(settings: Settings | None = None, *, log_first_admin: bool = True) -> FastAPI:
+    """Everything is ready when this returns: schema at head, first admin created on an empty database.
+
+    The first admin's password is on ``app.state.first_admin_password`` (``cadx serve`` prints it once).
+    """
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
@@ -58,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
     app.state.first_admin_password = first_password
-    if first_password:
+    if first_password and log_first_admin:
         log.warning("first admin: admin / %s (shown once)", first_password)
 
     app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie="cadx_session",

@@ -40,13 +40,13 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
-def validate_new_user(username: str, password: str, role: str) -> None:
+def validate_new_user(username: str, role: str, password: str | None = None) -> None:
     """Raises ValueError with a readable reason (shared by the CLI and the first-start bootstrap)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
-    if not username or len(username) > 64 or not username.replace("_", "").replace(".", "").replace("-", "").isalnum():
+    if not (0 < len(username) <= 64 and all(c.isalnum() or c in "._-" for c in username)):
         raise ValueError(f"user name must be 1-64 letters, digits, '.', '_' or '-', got '{username}'")
-    if len(password) < 8:
+    if password is not None and len(password) < 8:
         raise ValueError("password must have at least 8 characters")
 
 

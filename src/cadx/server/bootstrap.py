@@ -30,7 +30,7 @@ def ensure_first_admin(session_factory: sessionmaker[Session]) -> str | None:
 
 
 def add_user(session_factory: sessionmaker[Session], username: str, password: str, role: str) -> User:
-    validate_new_user(username, password, role)
+    validate_new_user(username, role, password)
     with session_factory() as session:
         repo = Repository(session)
         if repo.user_by_name(username) is not None:

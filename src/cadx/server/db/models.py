@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Double, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -60,9 +60,9 @@ class Study(Base):
     model_name: Mapped[str] = mapped_column(String(128))
     model_version: Mapped[str] = mapped_column(String(64))
     model_category: Mapped[str] = mapped_column(String(64))
-    threshold: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Double)
     classes: Mapped[list[str]] = mapped_column(JSON)
-    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    seconds: Mapped[float] = mapped_column(Double, default=0.0)
 
     created_by: Mapped[User | None] = relationship(lazy="joined")
     images: Mapped[list[StudyImage]] = relationship(
@@ -82,12 +82,12 @@ class StudyImage(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     predicted_class: Mapped[str | None] = mapped_column(String(128), index=True)
-    probability: Mapped[float | None] = mapped_column(Float)
+    probability: Mapped[float | None] = mapped_column(Double)
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
     decision: Mapped[list[str] | None] = mapped_column(JSON)
     target_class: Mapped[str | None] = mapped_column(String(128))
     has_features: Mapped[bool] = mapped_column(Boolean, default=False)
-    seconds: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Double)
     dicom: Mapped[dict[str, str] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
 

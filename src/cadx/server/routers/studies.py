@@ -103,7 +103,8 @@ def get_report(study_id: int, ctx: Ctx, repo: Repo, user: CurrentUser,
     repo.audit(user, "export", study.id, "report.pdf" if image is None else f"report.pdf image {image}")
     repo.commit()
     name = f"cadx-study-{study.id}.pdf" if image is None else f"cadx-study-{study.id}-image-{image}.pdf"
-    return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(pdf, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/studies/{study_id}/images/{position}/{artefact}.png", response_class=FileResponse,

@@ -10,6 +10,7 @@ window.cadx = (function () {
       if (value === null || value === undefined || value === false) continue;
       if (key === "class") node.className = value;
       else if (key === "text") node.textContent = value;
+      else if (key === "style") Object.assign(node.style, value); // CSSOM: allowed by the page's CSP
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : value);
     }
@@ -41,7 +42,7 @@ window.cadx = (function () {
     return el("div", { class: "bars" }, entries.map(([name, p]) =>
       el("div", { class: "bar-row" + (name === result.predicted_class ? " top" : "") },
         el("span", { class: "bar-label", text: name }),
-        el("span", { class: "bar" }, el("span", { class: "bar-fill", style: "width:" + (100 * p).toFixed(1) + "%" })),
+        el("span", { class: "bar" }, el("span", { class: "bar-fill", style: { width: (100 * p).toFixed(1) + "%" } })),
         el("span", { class: "bar-value", text: pct(p) }))));
   }
 
@@ -66,7 +67,7 @@ window.cadx = (function () {
             + " · " + result.seconds.toFixed(2) + " s" }))),
       bars(result),
       el("figure", { class: "overlay" },
-        el("img", { src: result.heatmap_url, alt: "Grad-CAM heatmap of " + result.filename, loading: "lazy" }),
+        el("img", { src: result.heatmap_url, alt: "Grad-CAM heatmap of " + result.filename }),
         el("figcaption", { text: "Grad-CAM for “" + (result.explained_class || result.predicted_class) + "”" })),
       result.feature_maps_url ? el("details", { class: "features" }, el("summary", { text: "Feature maps" }),
         el("img", { src: result.feature_maps_url, alt: "Feature maps", loading: "lazy" })) : null,

@@ -38,9 +38,9 @@ def upgrade() -> None:
         sa.Column("model_name", sa.String(128), nullable=False),
         sa.Column("model_version", sa.String(64), nullable=False),
         sa.Column("model_category", sa.String(64), nullable=False),
-        sa.Column("threshold", sa.Float(), nullable=False),
+        sa.Column("threshold", sa.Double(), nullable=False),
         sa.Column("classes", sa.JSON(), nullable=False),
-        sa.Column("seconds", sa.Float(), nullable=False),
+        sa.Column("seconds", sa.Double(), nullable=False),
     )
     op.create_index("ix_studies_created_at", "studies", ["created_at"])
     op.create_index("ix_studies_created_by_id", "studies", ["created_by_id"])
@@ -56,12 +56,12 @@ def upgrade() -> None:
         sa.Column("width", sa.Integer(), nullable=True),
         sa.Column("height", sa.Integer(), nullable=True),
         sa.Column("predicted_class", sa.String(128), nullable=True),
-        sa.Column("probability", sa.Float(), nullable=True),
+        sa.Column("probability", sa.Double(), nullable=True),
         sa.Column("probabilities", sa.JSON(), nullable=True),
         sa.Column("decision", sa.JSON(), nullable=True),
         sa.Column("target_class", sa.String(128), nullable=True),
         sa.Column("has_features", sa.Boolean(), nullable=False),
-        sa.Column("seconds", sa.Float(), nullable=True),
+        sa.Column("seconds", sa.Double(), nullable=True),
         sa.Column("dicom", sa.JSON(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
     )

@@ -1,0 +1,92 @@
+"""``cadx serve`` (the web system) and ``cadx users add`` (accounts).
+
+Registered on the main Typer app by importing this module at the end of ``cadx.interfaces.cli``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cadx.interfaces.cli import app, console, user_errors
+
+users_app = typer.Typer(help="Server accounts (admin and clinician roles).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+def _settings(**overrides: Any) -> Any:
+    from cadx.server.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _announce_when_up(server: Any, url: str) -> None:
+    """Print the URL once uvicorn has bound its socket (not before: `make run` users click it)."""
+    while not server.started and not server.should_exit:
+        time.sleep(0.1)
+    if server.started:
+        print(f"cadx is running at {url}", flush=True)
+
+
+@app.command("serve")
+@user_errors
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    db: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir; "
+                                                "env CADX_DB_URL).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Stored studies, default database, secret key "
+                                                       "(default ./cadx-data; env CADX_DATA_DIR).")] = None,
+    models: Annotated[Path | None, typer.Option(help="Folder of <name>/model.ckpt (+ metrics.json) "
+                                                     "(default ./models; env CADX_MODELS_DIR).")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(help="Per-file upload limit in MB (default 50).")] = None,
+) -> None:
+    """Run the web page and REST API (/docs); migrates the database and creates the first admin if needed."""
+    import uvicorn
+
+    from cadx.server.app import create_app
+
+    settings = _settings(db_url=db, data_dir=data_dir, models_dir=models, max_upload_mb=max_upload_mb)
+    web = create_app(settings, log_first_admin=False)
+    if web.state.first_admin_password:
+        print(f"first admin: admin / {web.state.first_admin_password} (shown once)", flush=True)
+    n_models = len(web.state.ctx.store.entries())
+    console.print(f"{n_models} model(s) in {settings.models_dir}; data in {settings.data_dir}", highlight=False)
+    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning", proxy_headers=False))
+    shown = f"[{host}]" if ":" in host else host
+    threading.Thread(target=_announce_when_up, args=(server, f"http://{shown}:{port}"), daemon=True).start()
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@users_app.command("add")
+@user_errors
+def add_user_command(
+    name: Annotated[str, typer.Argument(help="User name (letters, digits, '.', '_', '-').")],
+    role: Annotated[str, typer.Option(help="admin or clinician.")] = "clinician",
+    password: Annotated[str | None, typer.Option(help="Password (prompted, hidden, when omitted).")] = None,
+    db: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: the server's).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data dir holding the default SQLite database.")] = None,
+) -> None:
+    """Create a user of the web system (the database is migrated first)."""
+    from cadx.server.auth import validate_new_user
+    from cadx.server.bootstrap import add_user
+    from cadx.server.db.migrate import upgrade_database
+    from cadx.server.db.session import make_engine, make_session_factory
+
+    settings = _settings(db_url=db, data_dir=data_dir)
+    validate_new_user(name, role)  # before asking for a password
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade_database(engine)
+        user = add_user(make_session_factory(engine), name, password, role)
+    finally:
+        engine.dispose()
+    console.print(f"[bold green]created[/] user {user.username} ({user.role})", highlight=False)

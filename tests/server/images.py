@@ -1,0 +1,70 @@
+"""Upload payloads for the server tests: valid PNG/JPEG/DICOM and every kind of bad input, as bytes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from tests.conftest import synthetic_image
+
+
+def png_bytes(label: int = 1, size: int = 48, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(synthetic_image(label, np.random.default_rng(seed), size)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(label: int = 0, size: int = 48, seed: int = 1) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(synthetic_image(label, np.random.default_rng(seed), size)).convert("RGB").save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _dicom_dataset(pixels: np.ndarray | None) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.StudyDate = "CT", "DCM-042", "20240102"
+    if pixels is not None:
+        ds.set_pixel_data(pixels, "MONOCHROME2", 16)
+    else:
+        ds.Modality = "SR"
+    return ds
+
+
+def dicom_bytes(size: int = 40) -> bytes:
+    pixels = (synthetic_image(1, np.random.default_rng(3), size).astype(np.uint16) * 8)
+    buf = io.BytesIO()
+    _dicom_dataset(pixels).save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def dicom_without_pixels() -> bytes:
+    buf = io.BytesIO()
+    _dicom_dataset(None).save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def corrupt_png() -> bytes:
+    return png_bytes()[:60] + b"\x00garbage" * 20
+
+
+def huge_png(pixels: int) -> bytes:
+    """A tiny file that decodes to more than ``pixels`` pixels (a decompression bomb in miniature)."""
+    side = int(pixels**0.5) + 10
+    buf = io.BytesIO()
+    Image.new("L", (side, side)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def gif_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="GIF")
+    return buf.getvalue()

@@ -1,0 +1,110 @@
+"""The page in a real browser: log in, drop an X-ray, see the card (class, bars, Grad-CAM), export the PDF, history.
+
+Playwright drives Debian's Chromium (``/usr/bin/chromium``) headless; browsers are never downloaded. Skipped with
+the reason when Playwright or Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from cadx.server.app import create_app
+from cadx.server.settings import Settings
+from tests.server.images import png_bytes
+from tests.server.live import CHROMIUM_ARGS, chromium_path, real_xray, serve
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright is not installed")
+
+DROP = """([name, b64, type]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, { type }));
+  const zone = document.getElementById("dropzone");
+  for (const kind of ["dragenter", "dragover", "drop"]) {
+    zone.dispatchEvent(new DragEvent(kind, { dataTransfer: data, bubbles: true, cancelable: true }));
+  }
+}"""
+EVIL_NAME = "<img src=x onerror=window.__xss=1>.png"
+
+
+@pytest.fixture(scope="module")
+def live(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    tmp = tmp_path_factory.mktemp("browser")
+    web = create_app(Settings(data_dir=tmp / "data", models_dir=models_dir, secret_key="browser-test", feature_maps=4))
+    with serve(web) as url:
+        yield url, web.state.first_admin_password
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("Chromium is not installed (Debian package chromium; scripts/install_system_deps.sh)")
+    with sync_api.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        except sync_api.Error as exc:
+            pytest.skip(f"Chromium does not start under Playwright: {str(exc).splitlines()[0]}")
+        yield browser
+        browser.close()
+
+
+def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path: Path) -> None:  # noqa: ANN001
+    url, password = live
+    page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{url}/")
+    assert "/login" in page.url
+    page.fill("#username", "admin")
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#model-select option[value=chest_xray_tiny]", state="attached")
+    page.select_option("#model-select", "chest_xray_tiny")
+    assert page.input_value("#threshold") != ""
+
+    xray = real_xray()
+    name, content, mime = (xray.name, xray.read_bytes(), "image/jpeg") if xray else ("synthetic.png", png_bytes(),
+                                                                                     "image/png")
+    page.evaluate(DROP, [name, base64.b64encode(content).decode(), mime])
+    page.set_input_files("#file-input", files=[{"name": EVIL_NAME, "mimeType": "image/png", "buffer": png_bytes(0)}])
+    assert page.locator("#file-list li").count() == 2
+    page.fill("#patient-id", "BROWSER-1")
+    page.click("#recognise")
+    page.wait_for_selector(".card .class-name", timeout=60_000)
+
+    cards = page.locator(".card")
+    assert cards.count() == 2
+    first = cards.nth(0)
+    assert first.locator(".filename").inner_text() == name
+    assert first.locator(".class-name").inner_text().lower() in ("normal", "pneumonia")
+    assert first.locator(".bar-row").count() == 2
+    overlay = first.locator(".overlay img")
+    overlay.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle())
+    assert first.locator("details.features").get_attribute("open") is None  # feature maps collapsed
+    assert cards.nth(1).locator(".filename").inner_text() == EVIL_NAME  # shown as text...
+    assert page.evaluate("window.__xss") is None  # ...never run as HTML
+    assert "saved" in page.inner_text("#status")
+
+    with page.expect_download() as download:
+        first.locator(".export").click()
+    pdf = tmp_path / "report.pdf"
+    download.value.save_as(pdf)
+    text = " ".join(PdfReader(io.BytesIO(pdf.read_bytes())).pages[0].extract_text().split())
+    assert "pneumonia" in text and "BROWSER-1" in text and "does not replace" in text
+
+    page.goto(f"{url}/history")
+    row = page.locator("#studies tbody tr", has_text="BROWSER-1")
+    row.wait_for()
+    row.locator("a", has_text="Open").click()
+    page.wait_for_selector(".card .class-name")
+    assert page.locator(".card").count() == 2
+    assert errors == []
+    page.close()
