@@ -19,11 +19,11 @@ cp "$run/test/report.md" "$record/test_report.md"
 cp "$run/summary.json" "$run/metrics.csv" "$run/config.yaml" "$run/curves.png" "$record/"
 cp "$run/test/roc.png" "$run/test/confusion_matrix.png" "$record/"
 printf '%q ' "$0" "$name" "$data" "$@" > "$record/command.txt"; echo >> "$record/command.txt"
-python3 - "$record" "$((end - start))" <<'PY'
-import json, os, platform, sys
+"$(dirname "$cadx")/python" - "$record" "$((end - start))" <<'PY'
+import json, sys
+from cadx.engine.hardware import describe_hardware
 record, seconds = sys.argv[1], int(sys.argv[2])
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-json.dump({"wall_seconds_train_and_eval": seconds, "cpu": cpu, "cores": os.cpu_count(),
-           "python": platform.python_version()}, open(f"{record}/hardware.json", "w"), indent=2)
+json.dump({"wall_seconds_train_and_eval": seconds, **describe_hardware()}, open(f"{record}/hardware.json", "w"),
+          indent=2)
 PY
 echo "recorded in $record"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 import warnings
@@ -29,6 +28,7 @@ from cadx.data.transforms import Augmentation, Preprocessing, build_augmentation
 from cadx.engine.callbacks import EpochLog, read_epoch_log
 from cadx.engine.checkpoint import FORMAT_VERSION, load_checkpoint, update_meta
 from cadx.engine.config import TrainConfig
+from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
 from cadx.engine.metrics import choose_threshold
 from cadx.engine.module import ClassificationModule
@@ -218,6 +218,5 @@ def _summary(index, splits, decoded, skipped, warnings, weights, rows, seconds, 
         "best_val_loss": min((r["val_loss"] for r in rows if "val_loss" in r), default=None),
         "decision_threshold": threshold,
         "params": count_parameters(module.model),
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": "cuda" if torch.cuda.is_available() else "cpu", "hardware": describe_hardware(),
     }

@@ -223,6 +223,26 @@ def predict_command(
         raise typer.Exit(1)
 
 
+@app.command("compare")
+@user_errors
+def compare_command(
+    config: Annotated[Path, typer.Argument(help="YAML: data, train settings, seeds, entries (name, model, options).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for runs and the table.")],
+) -> None:
+    """Train and evaluate every entry x seed of a comparison or ablation; finished entries are resumed."""
+    from cadx.engine.compare import compare
+
+    summary = compare(config, output)
+    table = Table(title=summary["title"])
+    for col in ("model", "accuracy", "F1", "AUC", "params (M)", "ms/img", "train min"):
+        table.add_column(col)
+    for r in summary["rows"]:
+        table.add_row(r["name"], f"{r['accuracy']:.3f}", f"{r['f1']:.3f}", f"{r['auc']:.3f}", f"{r['params_m']:.2f}",
+                      f"{r['ms_per_image_batch1']:.2f}", f"{r['train_minutes']:.1f}")
+    console.print(table)
+    console.print(f"table in [bold]{output}[/] (results.md, results.json, results.png)")
+
+
 def _print_predictions(rows: list[dict[str, Any]], classes: list[str]) -> None:
     table = Table()
     for col in ("file", "prediction", *classes, "error"):

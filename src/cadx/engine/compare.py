@@ -1,0 +1,181 @@
+"""``cadx compare``: one config file → train and evaluate every entry × seed → one table (markdown + JSON + plot).
+
+Comparison tables and ablations are the same thing with different entries. Finished entries are resumed (their
+``test/metrics.json`` is read back) instead of recomputed, so a long table survives interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from cadx.engine.config import build_config
+from cadx.engine.evaluation import evaluate
+from cadx.engine.hardware import describe_hardware
+from cadx.engine.training import train
+
+METRICS = ("accuracy", "precision", "recall", "f1", "auc")
+
+
+@dataclass
+class Entry:
+    name: str
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ComparePlan:
+    title: str
+    data: Path
+    entries: list[Entry]
+    seeds: list[int]
+    train: dict[str, Any]
+    recipe: str | None = None
+    anchors: list[dict[str, Any]] = field(default_factory=list)
+    notes: str = ""
+
+
+def load_plan(path: str | Path) -> ComparePlan:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such comparison config")
+    raw = yaml.safe_load(path.read_text()) or {}
+    for key in ("data", "entries"):
+        if key not in raw:
+            raise ValueError(f"{path}: the config needs a '{key}' key")
+    data = Path(raw["data"])
+    if not data.is_absolute():
+        data = (path.parent / data).resolve()
+    entries = [Entry(name=e["name"], model=e["model"], options=e.get("options", {}), train=e.get("train", {}))
+               for e in raw["entries"]]
+    return ComparePlan(title=raw.get("title", path.stem), data=data, entries=entries,
+                       seeds=list(raw.get("seeds", [0])), train=raw.get("train", {}), recipe=raw.get("recipe"),
+                       anchors=raw.get("anchors", []), notes=raw.get("notes", ""))
+
+
+def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> dict[str, Any]:
+    """Train + evaluate one entry and seed, or read back its finished result."""
+    run = out / "runs" / f"{_slug(entry.name)}-seed{seed}"
+    done = run / "test" / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    settings = {**plan.train, **entry.train, "model": entry.model, "seed": seed,
+                "model_options": {**plan.train.get("model_options", {}), **entry.options}}
+    config = build_config(plan.recipe, **settings)
+    resume = (run / "last.ckpt").exists()
+    started = time.perf_counter()
+    result = train(plan.data, config, run, resume=resume, overwrite=not resume)
+    train_seconds = time.perf_counter() - started
+    evaluate(run, split="val", output=run / "val")
+    metrics = evaluate(run, split="test", output=run / "test")
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["epochs"] = result.epochs_run
+    done.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def summarise(plan: ComparePlan, results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    rows = []
+    for entry in plan.entries:
+        runs = results.get(entry.name, [])
+        if not runs:
+            continue
+        row: dict[str, Any] = {"name": entry.name, "model": entry.model, "options": entry.options,
+                               "seeds": len(runs)}
+        for m in METRICS:
+            values = [r[m] for r in runs]
+            row[m] = float(np.mean(values))
+            row[f"{m}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            if m in ("accuracy", "f1", "auc"):
+                row[f"{m}_ci"] = runs[0]["ci"][m] if len(runs) == 1 else [float(np.min(values)), float(np.max(values))]
+        row["specificity"] = float(np.mean([r["specificity"] for r in runs]))
+        row["params_m"] = runs[0]["params"] / 1e6
+        row["ms_per_image_batch1"] = float(np.mean([r["latency_ms"]["batch_1"]["mean"] for r in runs]))
+        row["device"] = runs[0]["latency_ms"]["device"]
+        row["train_minutes"] = float(np.mean([r.get("train_seconds", float("nan")) for r in runs])) / 60
+        row["epochs"] = [r.get("epochs") for r in runs]
+        row["image_size"] = runs[0]["image_size"]
+        rows.append(row)
+    return {"title": plan.title, "data": str(plan.data), "seeds": plan.seeds, "train": plan.train,
+            "recipe": plan.recipe, "rows": rows, "anchors": plan.anchors, "notes": plan.notes,
+            "hardware": describe_hardware()}
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    def cell(row: dict[str, Any], m: str) -> str:
+        ci = row.get(f"{m}_ci")
+        text = f"{row[m]:.3f}"
+        return f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else text
+
+    hw = summary["hardware"]
+    lines = [f"# {summary['title']}", "",
+             f"- data: `{summary['data']}`; seeds: {summary['seeds']} "
+             f"({'95 % bootstrap CI of the test set' if len(summary['seeds']) == 1 else 'min-max over seeds'} "
+             "in brackets)",
+             f"- training: {json.dumps(summary['train'])}" + (f", recipe `{summary['recipe']}`"
+                                                                 if summary["recipe"] else ""),
+             f"- hardware: {hw['cpu']} ({hw['cores']} cores), GPU: {hw['gpu'] or 'none'}, torch {hw['torch']}",
+             "", "| model | accuracy | precision | recall | specificity | F1 | AUC | params (M) | ms/img (batch 1) "
+             "| train min | epochs |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        lines.append(f"| {r['name']} | {cell(r, 'accuracy')} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                     f"{r['specificity']:.3f} | {cell(r, 'f1')} | {cell(r, 'auc')} | {r['params_m']:.2f} | "
+                     f"{r['ms_per_image_batch1']:.2f} ({r['device']}) | {r['train_minutes']:.1f} | {r['epochs']} |")
+    for a in summary["anchors"]:
+        lines.append(f"| *{a['name']}* (published) | {a.get('accuracy', '-')} | - | {a.get('recall', '-')} | "
+                     f"{a.get('specificity', '-')} | - | {a.get('auc', '-')} | - | - | - | - |")
+    if summary["rows"]:
+        best = max(summary["rows"], key=lambda r: r["auc"])
+        lines += ["", f"Highest test AUC: **{best['name']}** ({best['auc']:.3f}). Models are selected on validation "
+                  "loss only; the test split is touched once, by this table."]
+    if summary["notes"]:
+        lines += ["", summary["notes"].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_bars(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["rows"]
+    names = [r["name"] for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4))
+    for i, m in enumerate(("accuracy", "f1", "auc")):
+        ax.bar(x + (i - 1) * 0.27, [r[m] for r in rows], 0.27, label=m)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set(ylim=(0.5, 1.0), title=summary["title"], ylabel="test score")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(config: str | Path, output: str | Path) -> dict[str, Any]:
+    plan = load_plan(config)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for entry in plan.entries:
+        results[entry.name] = [run_entry(plan, entry, seed, out) for seed in plan.seeds]
+    summary = summarise(plan, results)
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text(render_markdown(summary))
+    if summary["rows"]:
+        plot_bars(summary, out / "results.png")
+    return summary

@@ -1,0 +1,36 @@
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from cadx.engine.compare import compare, load_plan
+from tests.conftest import make_class_folders
+
+
+def test_compare_trains_each_entry_and_resumes(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    data = make_class_folders(tmp_path / "data", 24)
+    config = tmp_path / "table.yaml"
+    config.write_text(yaml.safe_dump({
+        "title": "tiny table", "data": "data", "seeds": [0],
+        "train": {"epochs": 1, "image_size": 32, "batch_size": 16, "in_channels": 1},
+        "entries": [{"name": "Simple CNN", "model": "simple_cnn"},
+                    {"name": "Small CNN wide", "model": "small_cnn", "options": {"hidden": 32}}],
+        "anchors": [{"name": "Some paper", "accuracy": 0.9, "auc": 0.95}],
+    }))
+    assert load_plan(config).data == data.resolve()
+    summary = compare(config, tmp_path / "out")
+    assert [r["name"] for r in summary["rows"]] == ["Simple CNN", "Small CNN wide"]
+    for key in ("accuracy", "precision", "recall", "f1", "auc", "accuracy_ci", "auc_ci", "params_m",
+                "ms_per_image_batch1", "train_minutes"):
+        assert key in summary["rows"][0]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "Simple CNN" in table and "Some paper" in table and "hardware" in table
+    assert (tmp_path / "out" / "results.png").exists()
+    ckpt = tmp_path / "out" / "runs" / "simple-cnn-seed0" / "best.ckpt"
+    stamp = ckpt.stat().st_mtime
+    again = compare(config, tmp_path / "out")  # finished entries are read back, not retrained
+    assert ckpt.stat().st_mtime == stamp
+    assert again["rows"][0]["auc"] == summary["rows"][0]["auc"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["rows"][1]["options"] == {"hidden": 32}
