@@ -195,3 +195,17 @@ def test_transfer_learning_from_a_local_state_dict(tmp_path: Path) -> None:
     result = invoke("train", data, "--model", "resnet18", "--weights", bad, "--image-size", "32", "--epochs", "1",
                     "--output", tmp_path / "run2")
     assert result.exit_code == 2 and "missing" in result.output.lower()
+
+
+def test_export_makes_a_compact_checkpoint_that_predicts_the_same(trained, tmp_path: Path) -> None:
+    from cadx.engine.inference import Predictor
+
+    data, run = trained
+    out = tmp_path / "models" / "demo" / "model.ckpt"
+    result = invoke("export", run, "--output", out, "--category", "Chest X-ray")
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size < (run / "best.ckpt").stat().st_size
+    shipped, original = Predictor.from_checkpoint(out), Predictor.from_checkpoint(run)
+    assert shipped.checkpoint.meta["category"] == "Chest X-ray"
+    image = shipped.prepare(shipped.read(next((data / "pneumonia").glob("*.png"))))[None]
+    assert np.allclose(shipped.predict_batch(image), original.predict_batch(image), atol=2e-3)

@@ -98,9 +98,13 @@ def update_meta(path: str | Path, **changes: Any) -> None:
     torch.save(data, resolve_checkpoint(path))
 
 
-def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True) -> Path:
-    """Weights and metadata only (no optimizer state), optionally fp16, for shipping a model."""
+def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True, **meta: Any) -> Path:
+    """Weights and metadata only (no optimizer state), optionally fp16, for shipping a model.
+
+    Extra keyword arguments (e.g. ``category="Chest X-ray"``) are added to the metadata.
+    """
     data = read_checkpoint(src)
+    data[META_KEY].update(meta)
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in data["state_dict"].items()
              if k.startswith("model.")}
     dst = Path(dst)

@@ -243,6 +243,29 @@ def compare_command(
     console.print(f"table in [bold]{output}[/] (results.md, results.json, results.png)")
 
 
+@app.command("export")
+@user_errors
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Run folder or .ckpt file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .ckpt (e.g. models/NAME/model.ckpt).")],
+    category: Annotated[str | None, typer.Option(help="Task group shown by the server, e.g. 'Chest X-ray'.")] = None,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Keep float32 weights (default: fp16, half the size).")] = False,
+) -> None:
+    """Write a compact checkpoint (weights + metadata, no optimizer state) for shipping or serving."""
+    import shutil
+
+    from cadx.engine.checkpoint import export_checkpoint, resolve_checkpoint
+
+    source = resolve_checkpoint(checkpoint)
+    extra = {"category": category} if category else {}
+    dst = export_checkpoint(source, output, half=not fp32, **extra)
+    for candidate in (source.parent / "test" / "metrics.json", source.parent / "metrics.json"):
+        if candidate.exists():
+            shutil.copyfile(candidate, dst.parent / "metrics.json")
+            break
+    console.print(f"exported to [bold]{dst}[/] ({dst.stat().st_size / 1e6:.1f} MB)")
+
+
 def _print_predictions(rows: list[dict[str, Any]], classes: list[str]) -> None:
     table = Table()
     for col in ("file", "prediction", *classes, "error"):
