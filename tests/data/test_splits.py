@@ -73,3 +73,12 @@ def test_split_file_round_trip(grouped: Path, tmp_path: Path) -> None:
     write_split_file(tmp_path / "split.csv", splits)
     again = read_split_file(tmp_path / "split.csv", index)
     assert {n: [r.key for r in v] for n, v in again.items()} == {n: [r.key for r in v] for n, v in splits.items()}
+
+
+def test_drop_duplicates_keeps_one_copy(tmp_path: Path) -> None:
+    flat = make_class_folders(tmp_path / "flat", 20)
+    src = next((flat / "normal").glob("*.png"))
+    (flat / "normal" / "dup.png").write_bytes(src.read_bytes())
+    splits, warnings = assign_splits(load_index(flat), seed=0, drop_duplicates=True)
+    assert sum(len(v) for v in splits.values()) == 40
+    assert "dropped 1" in warnings[0]

@@ -94,12 +94,22 @@ def grouped_stratified_split(records: list[Record], group_ids: list[str], fracti
 
 
 def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, float] | None = None,
-                  val_fraction_of_train: float = 0.2) -> tuple[dict[str, list[Record]], list[str]]:
-    """Return records per split and warnings; keeps explicit splits, carves what is missing."""
+                  val_fraction_of_train: float = 0.2,
+                  drop_duplicates: bool = False) -> tuple[dict[str, list[Record]], list[str]]:
+    """Return records per split and warnings; keeps explicit splits, carves what is missing.
+
+    Byte-identical copies always share a split; ``drop_duplicates`` keeps only the first copy of each.
+    """
     warnings: list[str] = []
-    duplicates = content_groups(index, index.records)
-    groups = _group_ids(index.records, duplicates)
     records = index.records
+    duplicates = content_groups(index, records)
+    if drop_duplicates:
+        extra = {i for members in duplicates.values() for i in members[1:]}
+        if extra:
+            warnings.append(f"dropped {len(extra)} byte-identical duplicate image(s) before splitting")
+            records = [r for i, r in enumerate(records) if i not in extra]
+            duplicates = content_groups(index, records)
+    groups = _group_ids(records, duplicates)
     if not index.has_explicit_splits():
         names = grouped_stratified_split(records, groups, fractions or DEFAULT_FRACTIONS, seed)
     else:

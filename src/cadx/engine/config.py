@@ -41,6 +41,7 @@ class TrainConfig:
     accelerator: str = "auto"
     num_workers: int = 0
     val_fraction: float = 0.2  # of train, when the data has train/test but no val
+    drop_duplicates: bool = False  # keep one copy of byte-identical images (copies always share a split anyway)
     patient_pattern: str | None = DEFAULT_PATIENT_PATTERN
     window: tuple[float, float] | None = None
     class_names: list[str] | None = None  # names for .npz class indices

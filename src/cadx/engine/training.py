@@ -56,7 +56,8 @@ class TrainResult:
 def prepare_splits(index: DatasetIndex, config: TrainConfig, split_file: Path | None):
     if split_file is not None:
         return read_split_file(split_file, index), []
-    return assign_splits(index, seed=config.seed, val_fraction_of_train=config.val_fraction)
+    return assign_splits(index, seed=config.seed, val_fraction_of_train=config.val_fraction,
+                         drop_duplicates=config.drop_duplicates)
 
 
 def resolve_preprocessing(config: TrainConfig) -> Preprocessing:

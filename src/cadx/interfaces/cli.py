@@ -123,6 +123,8 @@ def train_command(
                                                              "in file names.")] = None,
     class_names: Annotated[str | None, typer.Option(help="Comma-separated names for .npz class indices.")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share of train carved out for validation.")] = None,
+    drop_duplicates: Annotated[bool | None, typer.Option("--drop-duplicates/--keep-duplicates",
+                                                         help="Keep one copy of byte-identical images.")] = None,
     num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop fitting after this many minutes.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, 32-true, bf16-mixed, 16-mixed.")] = None,
@@ -140,8 +142,8 @@ def train_command(
         class_weights=class_weights, balanced_sampler=balanced_sampler, early_stopping=early_stopping,
         augment=augment, flip=flip, in_channels=in_channels, model_options=_parse_options(model_option),
         weights=str(weights) if weights else None, freeze_backbone=freeze_backbone, window=_parse_window(window),
-        patient_pattern=patient_pattern, val_fraction=val_fraction, num_workers=num_workers,
-        max_minutes=max_minutes, precision=precision,
+        patient_pattern=patient_pattern, val_fraction=val_fraction, drop_duplicates=drop_duplicates,
+        num_workers=num_workers, max_minutes=max_minutes, precision=precision,
         class_names=[c.strip() for c in class_names.split(",")] if class_names else None)
     result = train(data, config, output, resume=resume, overwrite=overwrite, split_file=split_file)
     s = result.summary
