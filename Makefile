@@ -8,7 +8,7 @@ SHARED := ../shared/datasets
 PNEUMONIAMNIST := $(SHARED)/pneumoniamnist/pneumoniamnist_28.npz
 RUN_DIR := runs/pneumoniamnist-small-cnn
 
-.PHONY: install run test lint clean
+.PHONY: install run serve test lint clean
 
 # torch first (the CPU wheel present on these machines), then the project: pip never pulls the CUDA build.
 $(STAMP): pyproject.toml
@@ -29,7 +29,12 @@ run: install
 	$(CADX) evaluate $(RUN_DIR)
 	@echo "Results: $(RUN_DIR) (best.ckpt, metrics.json, report.md, curves.png, confusion_matrix.png, roc.png)"
 
+# The web system: URL and (on first start) the admin password are printed; models from ./models.
+serve: install
+	$(CADX) serve --models models
+
 test: install
+	-@bash scripts/install_system_deps.sh
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 lint: install

@@ -124,7 +124,8 @@ def main() -> None:
                 page.screenshot(path=str(args.out / "screenshot_upload.png"))
                 page.click("#recognise")
                 page.wait_for_selector(".card .class-name", timeout=120_000)
-                page.wait_for_function("() => [...document.querySelectorAll('.card .thumb, .card .overlay img')].every((i) => i.complete)")
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('.card .thumb, .card .overlay img')].every((i) => i.complete)")
                 page.screenshot(path=str(args.out / "screenshot_result.png"), full_page=True)
                 browser.close()
         finally:

@@ -16,7 +16,7 @@ from tests.server.dbservers import free_port
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-KERMANY_PNEUMONIA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "chest_xray_kermany" / "test" / "PNEUMONIA"
+KERMANY_PNEUMONIA = Path(__file__).resolve().parents[3] / "shared/datasets/chest_xray_kermany/test/PNEUMONIA"
 
 
 def chromium_path() -> str | None:

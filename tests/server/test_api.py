@@ -9,8 +9,15 @@ import pytest
 from pypdf import PdfReader
 
 from tests.server.conftest import Env
-from tests.server.images import (corrupt_png, dicom_bytes, dicom_without_pixels, gif_bytes, huge_png, jpeg_bytes,
-                                 png_bytes)
+from tests.server.images import (
+    corrupt_png,
+    dicom_bytes,
+    dicom_without_pixels,
+    gif_bytes,
+    huge_png,
+    jpeg_bytes,
+    png_bytes,
+)
 
 CHEST = "chest_xray_tiny"
 
@@ -101,11 +108,11 @@ def test_upload_result_list_report(env: Env) -> None:
     listed = env.client.get("/api/v1/studies", params={"patient_id": "P-001"}, headers=env.auth()).json()
     assert [s["id"] for s in listed["items"]] == [study["id"]] and listed["items"][0]["n_images"] == 3
     predicted = study["results"][0]["predicted_class"]
-    today = date.today()
+    day = date.today()
     for params, hit in [({"predicted_class": predicted}, True), ({"model_id": CHEST}, True),
                         ({"model_id": "brain_mri_tiny"}, False),
-                        ({"date_from": str(today - timedelta(days=1)), "date_to": str(today + timedelta(days=1))}, True),
-                        ({"date_from": str(today + timedelta(days=2))}, False)]:
+                        ({"date_from": str(day - timedelta(days=1)), "date_to": str(day + timedelta(days=1))}, True),
+                        ({"date_from": str(day + timedelta(days=2))}, False)]:
         ids = [s["id"] for s in env.client.get("/api/v1/studies", params=params, headers=env.auth()).json()["items"]]
         assert (study["id"] in ids) is hit, params
 

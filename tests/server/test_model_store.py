@@ -42,9 +42,14 @@ def test_lazy_load_reuse_and_rescan(models_dir: Path, tmp_path: Path) -> None:
     first = store.load("chest_xray_tiny")
     assert store.is_loaded("chest_xray_tiny") and store.load("chest_xray_tiny") is first  # kept and reused
     shutil.copytree(models_dir / "brain_mri_tiny", models / "brain_mri_new")  # dropped in while running
-    assert {e.id: e.category for e in store.entries()} == {"chest_xray_tiny": "Chest X-ray", "brain_mri_new": "Brain MRI"}
+    categories = {e.id: e.category for e in store.entries()}
+    assert categories == {"chest_xray_tiny": "Chest X-ray", "brain_mri_new": "Brain MRI"}
     shutil.rmtree(models / "chest_xray_tiny")
     assert [e.id for e in store.entries()] == ["brain_mri_new"] and not store.is_loaded("chest_xray_tiny")
+    shutil.copy(models_dir / "chest_xray_tiny" / "model.ckpt", models / "chest_xray_loose.ckpt")  # a bare file
+    shutil.copy(models_dir / "chest_xray_tiny" / "metrics.json", models / "chest_xray_loose.metrics.json")
+    loose = store.entry("chest_xray_loose")
+    assert loose.category == "Chest X-ray" and loose.metrics is not None and loose.card is None
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:

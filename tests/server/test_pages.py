@@ -83,8 +83,8 @@ def test_docs_and_openapi_are_local_and_complete(sqlite_env: Env) -> None:
     assert "cdn" not in docs.text.lower()
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    for path in ("/api/v1/models", "/api/v1/studies", "/api/v1/studies/{study_id}", "/api/v1/studies/{study_id}/report.pdf",
-                 "/api/v1/auth/token", "/api/v1/health", "/api/v1/audit"):
+    for path in ("/api/v1/models", "/api/v1/studies", "/api/v1/studies/{study_id}",
+                 "/api/v1/studies/{study_id}/report.pdf", "/api/v1/auth/token", "/api/v1/health", "/api/v1/audit"):
         assert path in paths, path
     upload = paths["/api/v1/studies"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
     fields = schema["components"]["schemas"][upload.rsplit("/", 1)[1]]["properties"]

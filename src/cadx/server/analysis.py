@@ -96,7 +96,7 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         target = decision[0] if decision else classes[int(np.argmax(probs))]
         p = float(probs[classes.index(target)])
         explanation = model.explainer.explain(image, target=target, feature_maps=feature_maps,
-                                              title=f"Grad-CAM for {target} (p = {p:.3f}, threshold {threshold:.2f})")
+                                              title=f"Grad-CAM for {target} (p = {p:.3f}, threshold {threshold:.3f})")
     seconds = time.perf_counter() - start
     top = int(np.argmax(probs))
     files = {"image.png": png_bytes(image, DISPLAY_SIDE), "thumb.png": png_bytes(image, THUMB_SIDE),

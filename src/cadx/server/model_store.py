@@ -1,7 +1,8 @@
 """The models offered by the server: scanned from the models folder, loaded lazily, kept and reused.
 
 Each ``<models_dir>/<id>/`` with a ``model.ckpt`` (or ``best.ckpt``) is a model; ``metrics.json`` beside it
-(written by ``cadx evaluate``) supplies its test metrics and ``README.md`` its model card. Listing reads only the
+(written by ``cadx evaluate``) supplies its test metrics and ``README.md`` its model card. A loose
+``<models_dir>/<id>.ckpt`` is offered too (metrics from ``<id>.metrics.json`` when present). Listing reads only the
 checkpoint metadata; the network and its Grad-CAM explainer are built on first use and cached. One lock per model
 serialises inference on it: Grad-CAM hooks the network, so two requests must not run it at once.
 """
@@ -122,9 +123,14 @@ class ModelStore:
         found: dict[str, Path] = {}
         if self.models_dir.is_dir():
             for child in sorted(self.models_dir.iterdir()):
-                ckpt = next((child / n for n in CHECKPOINT_NAMES if (child / n).is_file()), None)
-                if child.is_dir() and ckpt is not None and not child.name.startswith("."):
-                    found[child.name] = ckpt
+                if child.name.startswith("."):
+                    continue
+                if child.is_dir():
+                    ckpt = next((child / n for n in CHECKPOINT_NAMES if (child / n).is_file()), None)
+                    if ckpt is not None:
+                        found[child.name] = ckpt
+                elif child.suffix == ".ckpt" and child.is_file():
+                    found.setdefault(child.stem, child)  # a folder of the same name wins
         with self._lock:
             for model_id in set(self._entries) - set(found):
                 self._entries.pop(model_id)
@@ -134,7 +140,7 @@ class ModelStore:
                 key = (stat.st_mtime, stat.st_size)
                 cached = self._entries.get(model_id)
                 if cached is None or cached[0] != key:
-                    self._entries[model_id] = (key, self._describe(model_id, ckpt))
+                    self._entries[model_id] = (key, self._describe(model_id, ckpt, self.models_dir))
                     self._loaded.pop(model_id, None)
             entries = [e for _, e in self._entries.values() if e is not None]
         return sorted(entries, key=lambda e: (e.category, e.id))
@@ -166,7 +172,7 @@ class ModelStore:
         return model_id in self._loaded
 
     @staticmethod
-    def _describe(model_id: str, ckpt: Path) -> ModelEntry | None:
+    def _describe(model_id: str, ckpt: Path, models_dir: Path) -> ModelEntry | None:
         from cadx.engine.checkpoint import CheckpointError, read_checkpoint
 
         try:
@@ -175,10 +181,11 @@ class ModelStore:
         except (CheckpointError, OSError, KeyError) as exc:
             log.warning("%s: not offered (%s)", ckpt, exc)
             return None
-        folder = ckpt.parent
-        card = folder / "README.md"
+        loose = ckpt.parent != models_dir / model_id
+        metrics = ckpt.with_suffix(".metrics.json") if loose else ckpt.parent / "metrics.json"
+        card = ckpt.with_suffix(".md") if loose else ckpt.parent / "README.md"
         return ModelEntry(id=model_id, path=ckpt, meta=meta, version=version, category=category_for(model_id, meta),
-                          metrics=read_metrics(folder / "metrics.json"), card=card if card.is_file() else None)
+                          metrics=read_metrics(metrics), card=card if card.is_file() else None)
 
 
 def _sha256(path: Path) -> str:

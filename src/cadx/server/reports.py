@@ -38,6 +38,9 @@ def _fonts() -> tuple[str, str]:
         if regular.is_file() and bold.is_file():
             pdfmetrics.registerFont(TTFont("DejaVuSans", str(regular)))
             pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", str(bold)))
+            # <b> inside a Paragraph looks the bold face up through the family.
+            pdfmetrics.registerFontFamily("DejaVuSans", normal="DejaVuSans", bold="DejaVuSans-Bold",
+                                          italic="DejaVuSans", boldItalic="DejaVuSans-Bold")
             return "DejaVuSans", "DejaVuSans-Bold"
     return "Helvetica", "Helvetica-Bold"
 

@@ -54,7 +54,7 @@ window.cadx = (function () {
         el("p", { class: "error", text: "Not analysed: " + result.error }));
     }
     const decision = el("p", { class: "decision" },
-      "Decision at threshold " + study.threshold.toFixed(2) + ": ", el("strong", { text: result.decision }));
+      "Decision at threshold " + study.threshold.toFixed(3) + ": ", el("strong", { text: result.decision }));
     return el("article", { class: "card", "data-filename": result.filename },
       el("div", { class: "card-head" },
         el("img", { class: "thumb", src: result.thumbnail_url, alt: "", width: 96, height: 96 }),
@@ -78,7 +78,7 @@ window.cadx = (function () {
 
   function studyHeader(study) {
     const bits = ["Study " + study.id, when(study.created_at), study.model_title + " (" + study.model_category + ")",
-      "threshold " + study.threshold.toFixed(2)];
+      "threshold " + study.threshold.toFixed(3)];
     if (study.patient_id) bits.splice(1, 0, "patient " + study.patient_id);
     return el("div", { class: "study-head" },
       el("div", {}, el("h2", { text: bits.join(" · ") }),

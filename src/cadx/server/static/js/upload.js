@@ -56,7 +56,8 @@
     const m = models.get(select.value);
     info.replaceChildren();
     if (!m) return;
-    threshold.value = m.decision_threshold.toFixed(2);
+    threshold.value = m.decision_threshold.toFixed(3);
+    threshold.dataset.modelValue = threshold.value; // left as shown: the server uses the model's exact value
     const facts = [m.architecture, m.input_size + " px", m.classes.length + " classes: " + m.classes.join(", "),
       "version " + m.version];
     info.append(el("p", { text: facts.join(" · ") }));
@@ -79,7 +80,7 @@
         const group = el("optgroup", { label: cat.name });
         for (const m of cat.models) {
           models.set(m.id, m);
-          group.append(el("option", { value: m.id, text: m.title + " (" + m.classes.join(" / ") + ")" }));
+          group.append(el("option", { value: m.id, text: m.title }));
         }
         select.append(group);
       }
@@ -121,7 +122,7 @@
     const body = new FormData();
     files.forEach((f) => body.append("files", f.file, f.file.name));
     body.append("model_id", select.value);
-    if (threshold.value !== "") body.append("threshold", threshold.value);
+    if (threshold.value !== "" && threshold.value !== threshold.dataset.modelValue) body.append("threshold", threshold.value);
     ["patient-id", "note"].forEach((id) => {
       const v = document.getElementById(id).value.trim();
       if (v) body.append(id.replace("-", "_"), v);
