@@ -27,9 +27,9 @@ def test_normalisation_uses_stored_mean_and_std() -> None:
 
 
 def test_augmentation_is_random_but_keeps_shape() -> None:
-    aug = build_augmentation(Augmentation(prob=1.0))
+    aug = build_augmentation(Augmentation(prob=1.0), 32)
     x = torch.rand(1, 32, 32)
     a, b = aug(x), aug(x)
     assert a.shape == x.shape
     assert not torch.allclose(torch.as_tensor(a), torch.as_tensor(b))
-    assert build_augmentation(None) is None
+    assert build_augmentation(None, 32) is None

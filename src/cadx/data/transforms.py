@@ -65,24 +65,30 @@ def to_model_input(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Augmentation:
+    """Geometric and intensity jitter of the size used for chest X-ray CNNs (rotation, zoom, shift, exposure):
+    images from another hospital differ in positioning and exposure far more than a training set does."""
+
     flip: bool = True
-    rotate_degrees: float = 10.0
-    zoom: float = 0.1
+    rotate_degrees: float = 15.0
+    zoom: float = 0.15
+    translate: float = 0.1  # fraction of the image size
     brightness: float = 0.1
     contrast: float = 0.2
-    prob: float = 0.5
+    prob: float = 0.8
 
 
-def build_augmentation(aug: Augmentation | None) -> Compose | None:
+def build_augmentation(aug: Augmentation | None, image_size: int) -> Compose | None:
     """MONAI random transforms on a (C, S, S) float tensor in [0, 1]; training only."""
     if aug is None:
         return None
     steps = []
     if aug.flip:
         steps.append(RandFlip(prob=0.5, spatial_axis=1))
-    if aug.rotate_degrees or aug.zoom:
+    if aug.rotate_degrees or aug.zoom or aug.translate:
+        shift = aug.translate * image_size
         steps.append(RandAffine(prob=aug.prob, rotate_range=np.deg2rad(aug.rotate_degrees),
-                                scale_range=(aug.zoom, aug.zoom), padding_mode="border"))
+                                scale_range=(aug.zoom, aug.zoom), translate_range=(shift, shift),
+                                padding_mode="border"))
     if aug.brightness:
         steps.append(RandScaleIntensity(factors=aug.brightness, prob=aug.prob))
     if aug.contrast:

@@ -114,7 +114,8 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
 
     num_classes = len(index.classes)
     train_set = CachedImageDataset(decoded["train"], num_classes, index.multilabel,
-                                   build_augmentation(Augmentation(flip=config.flip) if config.augment else None))
+                                   build_augmentation(Augmentation(flip=config.flip) if config.augment else None,
+                                                      pre.image_size))
     val_set = CachedImageDataset(decoded["val"], num_classes, index.multilabel)
     weights = class_weights(train_set.targets, num_classes) if config.class_weights else None
     sampler = (balanced_sampler(train_set.targets, num_classes, config.seed)
