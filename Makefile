@@ -8,7 +8,7 @@ SHARED := ../shared/datasets
 PNEUMONIAMNIST := $(SHARED)/pneumoniamnist/pneumoniamnist_28.npz
 RUN_DIR := runs/pneumoniamnist-small-cnn
 
-.PHONY: install run serve test lint clean
+.PHONY: install run serve train-demo test lint clean
 
 # torch first (the CPU wheel present on these machines), then the project: pip never pulls the CUDA build.
 $(STAMP): pyproject.toml
@@ -20,18 +20,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the web system on the shipped models (models/); prints the URL and, on first start, the admin
+# password. Ctrl-C stops it; studies stay in ./cadx-data.
 run: install
+	$(CADX) serve --models models
+
+# A quick real training run: the seed's small CNN on PneumoniaMNIST (about 3 minutes on 2 CPU cores).
+train-demo: install
 	@if [ ! -f "$(PNEUMONIAMNIST)" ]; then \
-	  echo "make run trains on $(PNEUMONIAMNIST) (PneumoniaMNIST, MedMNIST v2), which is absent."; \
+	  echo "make train-demo trains on $(PNEUMONIAMNIST) (PneumoniaMNIST, MedMNIST v2), which is absent."; \
 	  echo "Put the shared datasets folder beside this repository, or run: $(CADX) train DATA --output DIR"; \
 	  exit 1; fi
 	$(CADX) train $(PNEUMONIAMNIST) --recipe small-cnn --class-names normal,pneumonia --output $(RUN_DIR) --overwrite
 	$(CADX) evaluate $(RUN_DIR)
 	@echo "Results: $(RUN_DIR) (best.ckpt, metrics.json, report.md, curves.png, confusion_matrix.png, roc.png)"
 
-# The web system: URL and (on first start) the admin password are printed; models from ./models.
-serve: install
-	$(CADX) serve --models models
+serve: run
 
 test: install
 	-@bash scripts/install_system_deps.sh

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from PIL import Image
 
 from cadx.engine.config import build_config
 from cadx.engine.explain import Explainer
+from cadx.engine.hardware import cpu_model
 from cadx.engine.inference import Predictor
 from cadx.engine.training import train
 
@@ -105,16 +105,6 @@ def random_baseline(test: list, tol: float, rng: np.random.Generator) -> dict:
     return {"tolerance_px": tol, "hits_tolerance": float(np.mean(hits)), "expected_tolerance": chance(corners, tol),
             "hits_strict": float(np.mean([hit(np.zeros(1), p, c, 0) for p, c in zip(points, corners, strict=True)])),
             "expected_strict": chance(corners, 0)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# Test models are tiny: one intra-op thread avoids oversubscribing the 2 shared cores of CI and keeps runs stable.
+torch.set_num_threads(1)
 
 
 def synthetic_image(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
@@ -46,3 +51,22 @@ def shared_datasets() -> Path:
     if not SHARED.exists():
         pytest.skip(f"real data folder {SHARED} is absent")
     return SHARED
+
+
+def write_dicom(path: Path, pixels: np.ndarray, window: tuple[int, int] | None = None) -> None:
+    """A MONOCHROME2 CR with 12 bits stored in uint16 (and a VOI window the reader must apply, if given)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "CR", "P1"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)

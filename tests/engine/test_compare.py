@@ -1,7 +1,6 @@
 import json
 from pathlib import Path
 
-import torch
 import yaml
 
 from cadx.engine.compare import compare, load_plan
@@ -9,7 +8,6 @@ from tests.conftest import make_class_folders
 
 
 def test_compare_trains_each_entry_and_resumes(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     data = make_class_folders(tmp_path / "data", 24)
     config = tmp_path / "table.yaml"
     config.write_text(yaml.safe_dump({

@@ -20,14 +20,6 @@ from cadx.models import create_model, list_models
 SIZE, BLOB = 32, 6  # a smaller version of benchmarks/pointing_game.py (64 px, 10 px blobs)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def blob_image(label: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
     """Textured background; class 1 = a bright blob, class 0 = a dark one; returns the image and blob corner.
 
@@ -60,7 +52,6 @@ def hit(heatmap: np.ndarray, corner: tuple[int, int], tol: int) -> bool:
 @pytest.fixture(scope="module")
 def trained() -> Predictor:
     """simple_cnn trained a few seconds with a plain loop on the blob task (the engine path is the benchmark's)."""
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     pre = Preprocessing(SIZE, 1)

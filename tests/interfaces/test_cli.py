@@ -6,45 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from typer.testing import CliRunner
 
 from cadx.interfaces.cli import app
-from tests.conftest import make_class_folders, synthetic_image
+from tests.conftest import make_class_folders, synthetic_image, write_dicom
 
 runner = CliRunner()
 METRIC_KEYS = {"accuracy", "precision", "recall", "specificity", "f1", "auc", "per_class", "confusion_matrix", "ci",
                "params", "latency_ms", "n_images", "classes"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def invoke(*args: str):
     result = runner.invoke(app, [str(a) for a in args])
     return result
-
-
-def write_dicom(path: Path, pixels: np.ndarray) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", "P1"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +27,6 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     data = make_class_folders(base / "data", 40)
     (data / "normal" / "notes.txt").write_text("not an image")
     run = base / "run"
-    torch.set_num_threads(1)
     result = invoke("train", data, "--model", "simple_cnn", "--epochs", "2", "--image-size", "32",
                     "--batch-size", "16", "--output", run, "--seed", "1")
     assert result.exit_code == 0, result.output

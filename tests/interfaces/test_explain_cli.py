@@ -7,53 +7,23 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from typer.testing import CliRunner
 
 from cadx.interfaces.cli import app
-from tests.conftest import make_class_folders, synthetic_image
+from tests.conftest import make_class_folders, synthetic_image, write_dicom
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def write_dicom(path: Path, pixels: np.ndarray, window: tuple[int, int] = (1500, 2000)) -> None:
-    """MONOCHROME2, 12 bits stored in uint16, with a VOI window the reader must apply."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", "P1"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("explain")
     data = make_class_folders(base / "data", 12)
-    torch.set_num_threads(1)
     result = invoke("train", data, "--model", "simple_cnn", "--epochs", "1", "--image-size", "32",
                     "--batch-size", "8", "--no-augment", "--output", base / "run")
     assert result.exit_code == 0, result.output
@@ -67,7 +37,7 @@ def inputs(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     Image.fromarray(synthetic_image(1, rng, 40)[:, :30]).save(folder / "wide.png")  # 40 x 30, not square
     pixels = np.repeat(synthetic_image(0, rng, 36).astype(np.uint16) * 16, 2, axis=1)[:, :50]  # 36 x 50, 12 bit
-    write_dicom(folder / "scan.dcm", pixels)
+    write_dicom(folder / "scan.dcm", pixels, window=(1500, 2000))
     (folder / "notes.png").write_text("not an image")
     return folder
 

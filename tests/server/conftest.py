@@ -13,7 +13,6 @@ from itertools import count
 from pathlib import Path
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -25,7 +24,6 @@ from cadx.server.settings import Settings
 from tests.conftest import make_class_folders
 from tests.server.dbservers import Unavailable, create_database, start_mariadb, start_postgres
 
-torch.set_num_threads(1)  # a long training job shares the two cores
 CLINICIAN = ("clara", "clinician-pass-1")
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 _db_numbers = count(1)
