@@ -39,9 +39,9 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Predictor:
         return cls(load_checkpoint(path), device)
 
-    def read(self, path: str | Path) -> np.ndarray:
-        """Decode a file the way this model was trained (DICOM window included)."""
-        return read_image(path, window=self.pre.window)
+    def read(self, path: str | Path, frame: int | None = None) -> np.ndarray:
+        """Decode a file the way this model was trained (DICOM window included; multi-frame: middle or ``frame``)."""
+        return read_image(path, window=self.pre.window, frame=frame)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.pre)
@@ -60,12 +60,13 @@ class Predictor:
         out = [self.predict_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    def predict_files(self, files: Iterable[Path], batch_size: int = 32) -> Iterator[FilePrediction]:
+    def predict_files(self, files: Iterable[Path], batch_size: int = 32,
+                      frame: int | None = None) -> Iterator[FilePrediction]:
         """Unreadable files come back with their error; the others still run."""
         pending: list[tuple[str, np.ndarray]] = []
         for file in files:
             try:
-                pending.append((str(file), self.prepare(self.read(file))))
+                pending.append((str(file), self.prepare(self.read(file, frame))))
             except UnreadableImageError as exc:
                 yield FilePrediction(str(file), None, exc.reason)
                 continue

@@ -8,16 +8,20 @@ import logging
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from cadx.data.cache import progress_bar
 from cadx.data.readers import UnreadableImageError
 from cadx.data.sources import DatasetError
 from cadx.engine.checkpoint import CheckpointError
+
+if TYPE_CHECKING:  # the engine is imported lazily so that `cadx --help` stays fast
+    from cadx.engine.inference import FilePrediction, Predictor
 
 app = typer.Typer(help="cadx: train, evaluate and use CNNs that classify medical images.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -197,6 +201,7 @@ def predict_command(
     = None,
     output: Annotated[Path | None, typer.Option(help="Write results to FILE.csv or FILE.json.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    frame: Annotated[int | None, typer.Option(help="Frame of multi-frame DICOMs (default: the middle one).")] = None,
 ) -> None:
     """Classify PNG/JPEG/DICOM images; unreadable files are reported and the rest still run."""
     from cadx.engine.inference import Predictor, expand_inputs
@@ -206,17 +211,11 @@ def predict_command(
     if not files:
         raise ValueError(f"no image files found in {', '.join(map(str, paths))}")
     rows = []
-    for pred in predictor.predict_files(files, batch_size):
-        row: dict[str, Any] = {"file": pred.file}
-        if pred.probabilities is None:
-            row.update({"prediction": None, "error": pred.error})
-        else:
-            decision = predictor.decide(pred.probabilities, threshold)
-            row.update({"prediction": "|".join(decision),
-                        "probability": float(max(pred.probabilities)),
-                        **{f"p_{c}": float(p) for c, p in zip(predictor.classes, pred.probabilities, strict=True)},
-                        "error": None})
-        rows.append(row)
+    with progress_bar() as progress:
+        task = progress.add_task("Classifying", total=len(files))
+        for pred in predictor.predict_files(files, batch_size, frame):
+            rows.append(_prediction_row(predictor, pred, threshold))
+            progress.advance(task)
     _print_predictions(rows, predictor.classes)
     if output:
         _write_predictions(rows, predictor.classes, output)
@@ -266,6 +265,15 @@ def export_command(
             shutil.copyfile(candidate, dst.parent / "metrics.json")
             break
     console.print(f"exported to [bold]{dst}[/] ({dst.stat().st_size / 1e6:.1f} MB)")
+
+
+def _prediction_row(predictor: Predictor, pred: FilePrediction, threshold: float | None) -> dict[str, Any]:
+    if pred.probabilities is None:
+        return {"file": pred.file, "prediction": None, "error": pred.error}
+    return {"file": pred.file, "prediction": "|".join(predictor.decide(pred.probabilities, threshold)),
+            "probability": float(max(pred.probabilities)),
+            **{f"p_{c}": float(p) for c, p in zip(predictor.classes, pred.probabilities, strict=True)},
+            "error": None}
 
 
 def _print_predictions(rows: list[dict[str, Any]], classes: list[str]) -> None:
