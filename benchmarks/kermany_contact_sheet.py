@@ -3,7 +3,8 @@
 Each tile is the overlay with the true label, the predicted class and its probability. Images are picked with a
 seeded RNG from the sorted file lists, so reruns show the same patients. Skips (exit 0, one clear line) when the
 checkpoint or the data folder is absent. Run after training:
-``python benchmarks/kermany_contact_sheet.py [--checkpoint runs/kermany-resnet18-128/best.ckpt] [--data ...]``.
+``python benchmarks/kermany_contact_sheet.py [--checkpoint models/chest_xray_pneumonia/model.ckpt] [--data ...]``
+(the shipped model, exported from the recorded run ``benchmarks/kermany_cpu.sh``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def pick(folder: Path, n: int, seed: int) -> list[Path]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / "runs" / "kermany-resnet18-128" / "best.ckpt")
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "models" / "chest_xray_pneumonia" / "model.ckpt")
     parser.add_argument("--data", type=Path, default=KERMANY_TEST)
     parser.add_argument("--per-class", type=int, default=4)
     parser.add_argument("--method", default="gradcam", help="gradcam or gradcam++")
@@ -64,7 +65,9 @@ def main() -> int:
                 title += "\n(empty map: no positive evidence)"
             tiles[-1].append((path, render_overlay(image, heatmap, title, METHODS[explainer.method])))
             print(f"{path.name}: true {true}, predicted {predicted} p={p:.3f}")
-    sheet(tiles, args.out, f"{args.method} at {explainer.layer}, {args.checkpoint}")
+    shown = args.checkpoint.resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    sheet(tiles, args.out, f"{args.method} at {explainer.layer}, {shown}")
     print(f"written {args.out}")
     return 0
 
