@@ -73,7 +73,8 @@ def main() -> int:
 
 
 def sheet(tiles: list[list[tuple[Path, bytes]]], out: Path, caption: str) -> None:
-    """Paste the overlay PNGs on a grid (exact pixels, no resampling) under a one-line caption."""
+    """Paste the overlay PNGs on a grid under a one-line caption; saved at 1400 px wide with a 128-colour palette
+    so the committed file stays small (< 200 kB)."""
     images = [[Image.open(io.BytesIO(png)).convert("RGB") for _, png in row] for row in tiles]
     w = max(im.width for row in images for im in row)
     h = max(im.height for row in images for im in row)
@@ -84,7 +85,9 @@ def sheet(tiles: list[list[tuple[Path, bytes]]], out: Path, caption: str) -> Non
             canvas.paste(im, (c * w, top + r * h))
     ImageDraw.Draw(canvas).text((10, 8), caption, fill="black", font=ImageFont.load_default(size=16))
     out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
+    width = min(canvas.width, 1400)
+    small = canvas.resize((width, round(canvas.height * width / canvas.width)), Image.LANCZOS)
+    small.quantize(128, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
 
 
 if __name__ == "__main__":
