@@ -182,3 +182,12 @@ def test_export_makes_a_compact_checkpoint_that_predicts_the_same(trained, tmp_p
     assert shipped.checkpoint.meta["category"] == "Chest X-ray"
     image = shipped.prepare(shipped.read(next((data / "pneumonia").glob("*.png"))))[None]
     assert np.allclose(shipped.predict_batch(image), original.predict_batch(image), atol=2e-3)
+
+
+def test_a_shipped_model_is_found_by_name(trained, tmp_path: Path, monkeypatch) -> None:
+    data, run = trained
+    assert invoke("export", run, "--output", tmp_path / "models" / "demo" / "model.ckpt").exit_code == 0
+    monkeypatch.setenv("CADX_MODELS_DIR", str(tmp_path / "models"))
+    result = invoke("predict", "demo", next((data / "normal").glob("*.png")))
+    assert result.exit_code == 0, result.output
+    assert invoke("predict", "nonexistent", next((data / "normal").glob("*.png"))).exit_code == 2

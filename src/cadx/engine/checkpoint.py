@@ -4,6 +4,7 @@ split). Lightning's checkpoints carry it under the ``cadx`` key; ``export_checkp
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,12 @@ class LoadedCheckpoint:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder means its best checkpoint."""
+    """A run folder means its best checkpoint; a bare name means a shipped model (``models/<name>/model.ckpt``,
+    the folder given by ``CADX_MODELS_DIR``)."""
     path = Path(path).expanduser()
+    shipped = Path(os.environ.get("CADX_MODELS_DIR", "models")) / path / "model.ckpt"
+    if not path.exists() and len(path.parts) == 1 and shipped.exists():
+        return shipped
     if path.is_dir():
         for name in ("best.ckpt", "model.ckpt", "last.ckpt"):
             if (path / name).exists():
