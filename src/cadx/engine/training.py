@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from cadx import __version__
 from cadx.data.cache import DecodedImages, decode_records
 from cadx.data.datasets import CachedImageDataset, balanced_sampler, class_weights
-from cadx.data.sources import DatasetError, DatasetIndex, load_index
+from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import assign_splits, read_split_file, write_split_file
 from cadx.data.transforms import Augmentation, Preprocessing, build_augmentation
 from cadx.engine.callbacks import EpochLog, read_epoch_log
@@ -53,7 +53,8 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_splits(index: DatasetIndex, config: TrainConfig, split_file: Path | None):
+def prepare_splits(index: DatasetIndex, config: TrainConfig,
+                   split_file: Path | None) -> tuple[dict[str, list[Record]], list[str]]:
     if split_file is not None:
         return read_split_file(split_file, index), []
     return assign_splits(index, seed=config.seed, val_fraction_of_train=config.val_fraction,
@@ -74,7 +75,8 @@ def _precision(config: TrainConfig) -> str:
     return "32-true"
 
 
-def _loader(dataset: CachedImageDataset, config: TrainConfig, *, train: bool, sampler=None) -> DataLoader:
+def _loader(dataset: CachedImageDataset, config: TrainConfig, *, train: bool,
+            sampler: Sampler | None = None) -> DataLoader:
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
                       drop_last=train and len(dataset) > config.batch_size)
@@ -178,7 +180,8 @@ def _build_module(config: TrainConfig, num_classes: int, multilabel: bool, pre: 
                                 weights.tolist() if weights is not None else None)
 
 
-def _meta(index: DatasetIndex, config: TrainConfig, pre: Preprocessing, splits, module) -> dict[str, Any]:
+def _meta(index: DatasetIndex, config: TrainConfig, pre: Preprocessing, splits: dict[str, list[Record]],
+          module: ClassificationModule) -> dict[str, Any]:
     binary = len(index.classes) == 2 and not index.multilabel
     return {
         "format": FORMAT_VERSION, "cadx_version": __version__,
@@ -207,7 +210,10 @@ def _validation_threshold(best_path: Path, val: DecodedImages, meta: dict[str, A
     return choose_threshold(y, probs, meta["positive_index"])
 
 
-def _summary(index, splits, decoded, skipped, warnings, weights, rows, seconds, threshold, module) -> dict:
+def _summary(index: DatasetIndex, splits: dict[str, list[Record]], decoded: dict[str, DecodedImages],
+             skipped: list[tuple[str, str]], warnings: list[str], weights: torch.Tensor | None,
+             rows: list[dict[str, float]], seconds: float, threshold: float,
+             module: ClassificationModule) -> dict[str, Any]:
     return {
         "data": str(index.source), "classes": index.classes,
         "split_sizes": {k: len(v) for k, v in splits.items()},
