@@ -213,3 +213,14 @@ def test_frozen_weights_and_inference_mode_callers(trained: Predictor) -> None:
 def test_unknown_method() -> None:
     with pytest.raises(ValueError, match="gradcam, gradcam\\+\\+"):
         Explainer(make_predictor(create_model("small_cnn", in_channels=1, num_classes=2)), method="lime")
+
+
+def test_explanation_probabilities_equal_prediction_and_threshold_picks_target(trained: Predictor) -> None:
+    """The server takes its probabilities from the explanation: they must be cadx predict's."""
+    img, _ = blob_image(1, np.random.default_rng(11))
+    explainer = Explainer(trained)
+    expected = trained.predict_batch(trained.prepare(img)[None])[0]
+    e = explainer.explain(img, feature_maps=0, threshold=0.0)
+    assert np.allclose(e.probabilities, expected, atol=1e-6)
+    assert e.target_index == (trained.checkpoint.positive_index or 1)  # threshold 0: always the positive class
+    assert explainer.explain(img, feature_maps=0, threshold=1.01).target_index == 1 - e.target_index

@@ -134,12 +134,14 @@ class Explainer:
         scores = torch.sigmoid(row) if self.checkpoint.multilabel else torch.softmax(row, dim=0)
         return scores.cpu().numpy().astype(np.float32)
 
-    def _default_target(self, probs: np.ndarray) -> int:
-        """Predicted class: binary models after their threshold, otherwise the most probable (multi-label too)."""
+    def _default_target(self, probs: np.ndarray, threshold: float | None = None) -> int:
+        """Predicted class: binary models after the threshold (the model's unless given), otherwise the most
+        probable (multi-label too)."""
         pos = self.checkpoint.positive_index
         if len(probs) == 2 and not self.checkpoint.multilabel and (pos is not None or self._single_logit):
             pos = self._positive()
-            return pos if probs[pos] >= self.checkpoint.threshold else 1 - pos
+            cut = self.checkpoint.threshold if threshold is None else threshold
+            return pos if probs[pos] >= cut else 1 - pos
         return int(np.argmax(probs))
 
     def _score(self, logits: torch.Tensor, index: int) -> torch.Tensor:
@@ -184,8 +186,8 @@ class Explainer:
             raise ValueError(f"layer {self.layer!r} was not used in the forward pass")
         return logits, captured["activation"], stages
 
-    def heatmap_and_scores(self, image: np.ndarray, target: str | int | None = None,
-                           *, with_stages: bool = False) -> tuple[np.ndarray, int, np.ndarray, dict]:
+    def heatmap_and_scores(self, image: np.ndarray, target: str | int | None = None, *, with_stages: bool = False,
+                           threshold: float | None = None) -> tuple[np.ndarray, int, np.ndarray, dict]:
         """Heatmap at the image's size, target index, probabilities and stage outputs; no rendering."""
         if image.ndim not in (2, 3):
             raise ValueError(f"expected a decoded (H, W) or (H, W, 3) image, got shape {image.shape}")
@@ -198,7 +200,7 @@ class Explainer:
                 logits, activation, stages = self._forward(x, with_stages)
                 self._single_logit = logits.shape[1] == 1
                 probs = self._probabilities(logits)
-                index = self._default_target(probs) if target is None else self.class_index(target)
+                index = self._default_target(probs, threshold) if target is None else self.class_index(target)
                 with torch.enable_grad():
                     score = self._score(logits, index)
                 (gradient,) = torch.autograd.grad(score, activation)
@@ -208,13 +210,18 @@ class Explainer:
         return upsample_map(cam, image.shape[:2]), index, probs, stages
 
     def explain(self, image: np.ndarray, *, target: str | int | None = None, feature_maps: int = 8,
-                title: str | None = None) -> Explanation:
-        """Explain one decoded uint8 image (e.g. ``predictor.read(path)``): heatmap, overlay and feature maps."""
+                title: str | None = None, threshold: float | None = None) -> Explanation:
+        """Explain one decoded uint8 image (e.g. ``predictor.read(path)``): heatmap, overlay and feature maps.
+
+        One forward pass serves both the probabilities and the heatmap; ``threshold`` (binary models) picks the
+        default target the way a caller's decision does, so callers need no separate prediction.
+        """
         started = time.perf_counter()
         if feature_maps < 0:
             raise ValueError(f"feature_maps must be >= 0, got {feature_maps}")
-        heatmap, index, probs, stages = self.heatmap_and_scores(image, target, with_stages=feature_maps > 0)
-        title = title or self.default_title(index, probs)
+        heatmap, index, probs, stages = self.heatmap_and_scores(image, target, with_stages=feature_maps > 0,
+                                                                threshold=threshold)
+        title = title or self.default_title(index, probs, threshold)
         if not heatmap.any():  # ReLU removed everything: say so rather than show a uniform wash
             title += f"\n(no positive evidence for {self.classes[index]}: empty map)"
         overlay = render_overlay(image, heatmap, title, METHODS[self.method])
@@ -223,14 +230,14 @@ class Explainer:
                            target_class=self.classes[index], target_index=index, probabilities=probs,
                            seconds=time.perf_counter() - started)
 
-    def predicted(self, probs: np.ndarray) -> tuple[str, float]:
+    def predicted(self, probs: np.ndarray, threshold: float | None = None) -> tuple[str, float]:
         """The class the model asserts for these probabilities, and its probability."""
-        index = self._default_target(probs)
+        index = self._default_target(probs, threshold)
         return self.classes[index], float(probs[index])
 
-    def default_title(self, index: int, probs: np.ndarray) -> str:
-        name, p = self.predicted(probs)
-        line = f"predicted {name} (p = {p:.3f})"
+    def default_title(self, index: int, probs: np.ndarray, threshold: float | None = None) -> str:
+        name, p = self.predicted(probs, threshold)
+        line = f"predicted {name} (p = {p:.3f}" + (f", threshold {threshold:.3f})" if threshold is not None else ")")
         if self.classes[index] != name:
             line += f"\n{METHODS[self.method]} for {self.classes[index]} (p = {probs[index]:.3f})"
         return f"{line}\n{METHODS[self.method]} at {self.layer}"

@@ -1,7 +1,7 @@
 """One uploaded file through the engine: type check by content, decode, predict, Grad-CAM, display PNGs.
 
-Probabilities come from ``Predictor.predict_batch`` exactly as in ``cadx predict``, so the page and the command
-line cannot disagree; the explainer adds the heatmap and feature maps.
+Probabilities and heatmap come from one Grad-CAM pass of the explainer, which runs the same network on the same
+``prepare_image``/``to_model_input`` preprocessing as ``cadx predict``, so the page and the command line agree.
 """
 
 from __future__ import annotations
@@ -90,13 +90,11 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
     classes = predictor.classes
     start = time.perf_counter()
     with model.lock:
-        probs = predictor.predict_batch(np.stack([predictor.prepare(image)]))[0]  # as cadx predict does
-        decision = predictor.decide(probs, threshold)
-        # The heatmap explains the finding shown to the clinician: the decision at the threshold chosen here.
-        target = decision[0] if decision else classes[int(np.argmax(probs))]
-        p = float(probs[classes.index(target)])
-        explanation = model.explainer.explain(image, target=target, feature_maps=feature_maps,
-                                              title=f"Grad-CAM for {target} (p = {p:.3f}, threshold {threshold:.3f})")
+        # One forward pass gives the probabilities and the heatmap; the heatmap explains the finding shown to the
+        # clinician: the decision at the threshold chosen here.
+        explanation = model.explainer.explain(image, threshold=threshold, feature_maps=feature_maps)
+    probs = explanation.probabilities
+    decision = predictor.decide(probs, threshold)
     seconds = time.perf_counter() - start
     top = int(np.argmax(probs))
     files = {"image.png": png_bytes(image, DISPLAY_SIDE), "thumb.png": png_bytes(image, THUMB_SIDE),
