@@ -71,6 +71,31 @@ def test_evaluate_on_other_data_with_split_all(trained, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--split all" in result.output
 
 
+def test_evaluate_an_ensemble_with_tta(trained, tmp_path: Path) -> None:
+    data, run = trained
+    twin, stranger = tmp_path / "twin", tmp_path / "stranger"
+    common = ["--model", "simple_cnn", "--epochs", "1", "--image-size", "32", "--batch-size", "16"]
+    assert invoke("train", data, *common, "--output", twin, "--seed", "2", "--split-seed", "1").exit_code == 0
+    assert invoke("train", data, *common, "--output", stranger, "--seed", "3").exit_code == 0
+    single = {}
+    for r in (run, twin):
+        assert invoke("evaluate", r, "--output", tmp_path / f"e_{r.name}", "--bootstrap", "20").exit_code == 0
+        single[r.name] = np.loadtxt(tmp_path / f"e_{r.name}" / "predictions.csv", delimiter=",", skiprows=1,
+                                    usecols=(2, 3))
+    result = invoke("evaluate", run, twin, "--output", tmp_path / "ens", "--bootstrap", "20")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ens" / "metrics.json").read_text())
+    assert metrics["ensemble"]["threshold_source"] == "Youden's J on validation"
+    assert len(metrics["ensemble"]["checkpoints"]) == 2 and metrics["ensemble"]["tta"] is None
+    probs = np.loadtxt(tmp_path / "ens" / "predictions.csv", delimiter=",", skiprows=1, usecols=(2, 3))
+    assert np.allclose(probs, (single["run"] + single["twin"]) / 2, atol=2e-6)
+    result = invoke("evaluate", run, "--tta", "--output", tmp_path / "tta", "--bootstrap", "20")
+    assert result.exit_code == 0 and "TTA flip" in result.output
+    assert json.loads((tmp_path / "tta" / "metrics.json").read_text())["ensemble"]["tta"] == "flip"
+    result = invoke("evaluate", run, stranger)
+    assert result.exit_code == 2 and "split differs" in result.output
+
+
 def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None:
     data, run = trained
     dcm = tmp_path / "scan.dcm"

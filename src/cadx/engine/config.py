@@ -37,6 +37,7 @@ class TrainConfig:
     augment: bool = True
     flip: bool = True
     seed: int = 0
+    split_seed: int | None = None  # seed of the data split when it should differ from ``seed`` (ensembles)
     precision: str = "auto"  # auto: bf16-mixed on GPUs that have it, else 32
     accelerator: str = "auto"
     num_workers: int = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from cadx.data.cache import decode_records
 from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import apply_split_keys
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
-from cadx.engine.inference import Predictor
-from cadx.engine.metrics import classification_metrics, multilabel_metrics
+from cadx.engine.inference import EnsemblePredictor, Predictor
+from cadx.engine.metrics import choose_threshold, classification_metrics, multilabel_metrics
 from cadx.engine.plots import plot_confusion_matrix, plot_roc
 from cadx.engine.report import write_report
 from cadx.models import count_parameters
@@ -87,36 +88,74 @@ def measure_latency(predictor: Predictor, batch_size: int, repeats: int = 30) ->
     return result
 
 
-def evaluate(checkpoint: str | Path, data: str | Path | None = None, *, split: str = "test",
+def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | None = None, *, split: str = "test",
              output: str | Path | None = None, batch_size: int = 64, threshold: float | None = None,
-             n_bootstrap: int = 1000, device: str | None = None) -> dict[str, Any]:
-    ckpt = load_checkpoint(checkpoint)
-    predictor = Predictor(ckpt, device)
+             n_bootstrap: int = 1000, device: str | None = None, tta: bool = False) -> dict[str, Any]:
+    """One checkpoint, or several averaged (an ensemble), optionally with flip test-time augmentation.
+
+    An ensemble or TTA changes the output, so its binary threshold is chosen again by Youden's J on the members'
+    shared validation split, never on the data being evaluated.
+    """
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    members = [Predictor(load_checkpoint(p), device) for p in paths]
+    averaged = len(members) > 1 or tta
+    predictor = EnsemblePredictor(members, flip=tta) if averaged else members[0]
+    ckpt = predictor.checkpoint
+    binary = ckpt.positive_index is not None and not ckpt.multilabel
+    if averaged and threshold is None and binary:
+        _check_shared_split(members, "val")
+    if averaged and data is None and split != "all":
+        _check_shared_split(members, split)
     index, records = select_records(ckpt, data, split)
     decoded = decode_records(index, records, predictor.pre, description=f"Decoding {split} images")
     if not decoded.records:
         raise DatasetError(f"{index.source}: none of the {len(records)} images could be read")
     probs = predictor.predict_arrays(decoded.images, batch_size)
+    threshold_source = "given" if threshold is not None else "checkpoint (validation, at training)"
+    if threshold is None and averaged and binary:
+        threshold, threshold_source = validation_threshold(predictor, batch_size), "Youden's J on validation"
     t = ckpt.threshold if threshold is None else threshold
+    y = np.array([r.target for r in decoded.records])
     if ckpt.multilabel:
-        y = np.array([r.target for r in decoded.records])
         metrics = multilabel_metrics(y, probs, ckpt.classes, threshold=t, n_bootstrap=n_bootstrap)
     else:
-        y = np.array([r.target for r in decoded.records])
         metrics = classification_metrics(y, probs, ckpt.classes, positive_index=ckpt.positive_index,
                                          threshold=t, n_bootstrap=n_bootstrap)
     metrics.update({
-        "classes": ckpt.classes, "task": ckpt.meta["task"], "params": count_parameters(ckpt.model),
+        "classes": ckpt.classes, "task": ckpt.meta["task"],
+        "params": sum(count_parameters(m.model) for m in members),
         "latency_ms": measure_latency(predictor, batch_size),
-        "model": ckpt.meta["model"]["name"], "checkpoint": str(ckpt.path), "data": str(index.source),
+        "model": " + ".join(m.checkpoint.meta["model"]["name"] for m in members) + (" (flip TTA)" if tta else ""),
+        "checkpoint": str(ckpt.path), "data": str(index.source),
         "split": split, "image_size": predictor.pre.image_size,
         "skipped_files": [{"file": f, "reason": r} for f, r in decoded.skipped],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
+    if averaged:
+        metrics["ensemble"] = {"checkpoints": [str(m.checkpoint.path) for m in members], "tta": "flip" if tta else None,
+                               "threshold_source": threshold_source}
     out = Path(output) if output else ckpt.path.parent
     out.mkdir(parents=True, exist_ok=True)
     _write_outputs(out, metrics, y, probs, decoded.records, index, ckpt)
     return metrics
+
+
+def _check_shared_split(members: list[Predictor], split: str) -> None:
+    """Averaged members must agree on a split, or one member's validation/test images are another's training."""
+    reference = set(members[0].checkpoint.meta["split"].get(split, []))
+    for m in members[1:]:
+        if set(m.checkpoint.meta["split"].get(split, [])) != reference:
+            raise DatasetError(f"{m.checkpoint.path}: its '{split}' split differs from {members[0].checkpoint.path}'s"
+                               "; train ensemble members on one split (cadx train --split-seed or --split-file)")
+
+
+def validation_threshold(predictor: Predictor, batch_size: int = 64) -> float:
+    """Youden's J of the predictor's (averaged) output on its checkpoint's own validation split."""
+    index, records = select_records(predictor.checkpoint, None, "val")
+    decoded = decode_records(index, records, predictor.pre, description="Decoding val images (threshold)")
+    y = np.array([r.target for r in decoded.records])
+    return choose_threshold(y, predictor.predict_arrays(decoded.images, batch_size),
+                            predictor.checkpoint.positive_index)
 
 
 def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.ndarray, records: list[Record],

@@ -34,6 +34,7 @@ class Predictor:
         self.model = checkpoint.model.to(self.device).eval()
         self.pre = checkpoint.preprocessing
         self.classes = checkpoint.classes
+        self.threshold = checkpoint.threshold
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Predictor:
@@ -84,13 +85,40 @@ class Predictor:
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> list[str]:
         """Class names the model asserts: argmax, or the binary/multi-label rule at the threshold."""
-        t = self.checkpoint.threshold if threshold is None else threshold
+        t = self.threshold if threshold is None else threshold
         if self.checkpoint.multilabel:
             return [c for c, p in zip(self.classes, probabilities, strict=True) if p >= t]
         pos = self.checkpoint.positive_index
         if pos is not None:
             return [self.classes[pos] if probabilities[pos] >= t else self.classes[1 - pos]]
         return [self.classes[int(np.argmax(probabilities))]]
+
+
+class EnsemblePredictor(Predictor):
+    """Mean class probabilities of several checkpoints of one task (an ensemble) and, with ``flip``, of every
+    image and its horizontal mirror (test-time augmentation). The first member supplies classes, preprocessing
+    and device; ``threshold`` must be chosen for the averaged output (see ``cadx.engine.evaluation``)."""
+
+    def __init__(self, members: list[Predictor], *, flip: bool = False) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one checkpoint")
+        first = members[0]
+        super().__init__(first.checkpoint, str(first.device))
+        for other in members[1:]:
+            ck = other.checkpoint
+            if (other.classes != first.classes or ck.meta["task"] != first.checkpoint.meta["task"]
+                    or other.pre != first.pre or ck.positive_index != first.checkpoint.positive_index):
+                raise ValueError(f"{ck.path}: classes, task or preprocessing differ from {first.checkpoint.path}; "
+                                 "only checkpoints of one task can be averaged")
+        self.members = members
+        self.flip = flip
+
+    @torch.inference_mode()
+    def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        views = [batch]
+        if self.flip:
+            views.append(batch.flip(-1) if isinstance(batch, torch.Tensor) else np.ascontiguousarray(batch[..., ::-1]))
+        return np.mean([member.predict_batch(v) for member in self.members for v in views], axis=0)
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:

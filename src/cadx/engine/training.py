@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # The run folder deliberately holds more than checkpoints; the pytree notice is Lightning-internal.
 warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# Lightning's 2-batch sanity check often sees one class only; the epoch-level AUC is computed on all of validation.
+warnings.filterwarnings("ignore", message=r"No (negative|positive) samples in targets")
 
 
 @dataclass
@@ -57,7 +59,8 @@ def prepare_splits(index: DatasetIndex, config: TrainConfig,
                    split_file: Path | None) -> tuple[dict[str, list[Record]], list[str]]:
     if split_file is not None:
         return read_split_file(split_file, index), []
-    return assign_splits(index, seed=config.seed, val_fraction_of_train=config.val_fraction,
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    return assign_splits(index, seed=split_seed, val_fraction_of_train=config.val_fraction,
                          drop_duplicates=config.drop_duplicates)
 
 

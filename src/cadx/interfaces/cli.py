@@ -104,6 +104,8 @@ def train_command(
     image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per batch.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for split, initialisation and augmentation.")] = None,
+    split_seed: Annotated[int | None, typer.Option(help="Seed for the split only (default: --seed); ensemble "
+                                                        "members share one split this way.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
@@ -141,8 +143,9 @@ def train_command(
     from cadx.engine.training import train
 
     config = build_config(
-        recipe, model=model, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed, lr=lr,
-        weight_decay=weight_decay, optimizer=optimizer, scheduler=scheduler, label_smoothing=label_smoothing,
+        recipe, model=model, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed,
+        split_seed=split_seed, lr=lr, weight_decay=weight_decay, optimizer=optimizer, scheduler=scheduler,
+        label_smoothing=label_smoothing,
         class_weights=class_weights, balanced_sampler=balanced_sampler, early_stopping=early_stopping,
         augment=augment, flip=flip, in_channels=in_channels, model_options=_parse_options(model_option),
         weights=str(weights) if weights else None, freeze_backbone=freeze_backbone, window=_parse_window(window),
@@ -163,7 +166,8 @@ def train_command(
 @app.command("evaluate")
 @user_errors
 def evaluate_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Run folder or .ckpt file.")],
+    checkpoint: Annotated[list[Path], typer.Argument(help="Run folder or .ckpt file; several are averaged "
+                                                          "(an ensemble trained on one split).")],
     data: Annotated[Path | None, typer.Option(help="Other labelled data (default: the run's own data).")] = None,
     split: Annotated[str, typer.Option(help="test, val, train, or all (every image of DATA).")] = "test",
     output: Annotated[Path | None, typer.Option(help="Folder for the results (default: the run folder).")] = None,
@@ -171,12 +175,17 @@ def evaluate_command(
                                                          "validation at training).")] = None,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 64,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.")] = 1000,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Test-time augmentation: average each image with "
+                                                             "its horizontal mirror.")] = False,
 ) -> None:
-    """Metrics with 95 % CIs, confusion matrix, ROC curves and timing: metrics.json, report.md, PNGs."""
+    """Metrics with 95 % CIs, confusion matrix, ROC curves and timing: metrics.json, report.md, PNGs.
+
+    Several checkpoints, or --tta, average the class probabilities; the binary threshold is then chosen again on
+    the members' shared validation split (Youden's J)."""
     from cadx.engine.evaluation import evaluate
 
     m = evaluate(checkpoint, data, split=split, output=output, batch_size=batch_size, threshold=threshold,
-                 n_bootstrap=bootstrap)
+                 n_bootstrap=bootstrap, tta=tta)
     table = Table(title=f"{m['model']} on {m['split']} ({m['n_images']} images, {m['average']})")
     table.add_column("metric")
     table.add_column("value")
@@ -188,6 +197,10 @@ def evaluate_command(
     lat = m["latency_ms"]["batch_1"]
     console.print(f"{m['params'] / 1e6:.2f} M parameters; {lat['mean']:.2f} ms/image at batch 1 "
                   f"({m['latency_ms']['device']})")
+    if "ensemble" in m:
+        ens = m["ensemble"]
+        cut = f"; threshold {m['threshold']:.3f} ({ens['threshold_source']})" if m.get("threshold") is not None else ""
+        console.print(f"averaged {len(ens['checkpoints'])} checkpoint(s), TTA {ens['tta'] or 'off'}{cut}")
     out = output or Path(m["checkpoint"]).parent
     console.print(f"results in [bold]{out}[/] (metrics.json, report.md, confusion_matrix.png, roc.png)")
 
