@@ -216,3 +216,15 @@ def test_a_shipped_model_is_found_by_name(trained, tmp_path: Path, monkeypatch) 
     result = invoke("predict", "demo", next((data / "normal").glob("*.png")))
     assert result.exit_code == 0, result.output
     assert invoke("predict", "nonexistent", next((data / "normal").glob("*.png"))).exit_code == 2
+    assert invoke("predict", "demo").exit_code == 2  # a model but nothing to classify
+
+
+def test_predict_without_a_model_uses_the_shipped_default(trained, tmp_path: Path, monkeypatch) -> None:
+    data, run = trained
+    assert invoke("export", run, "--output", tmp_path / "models" / "chest_xray_pneumonia" / "model.ckpt").exit_code == 0
+    monkeypatch.setenv("CADX_MODELS_DIR", str(tmp_path / "models"))
+    out = tmp_path / "p.json"
+    result = invoke("predict", data / "normal", next((data / "pneumonia").glob("*.png")), "--output", out)
+    assert result.exit_code == 0, result.output
+    assert "shipped chest_xray_pneumonia" in result.output
+    assert len(json.loads(out.read_text())) == len(list((data / "normal").glob("*.png"))) + 1

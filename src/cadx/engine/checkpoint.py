@@ -50,11 +50,30 @@ class LoadedCheckpoint:
         return float(self.meta.get("decision_threshold", 0.5))
 
 
+DEFAULT_MODEL = "chest_xray_pneumonia"  # the shipped model used when a command is given images only
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("CADX_MODELS_DIR", "models"))
+
+
+def names_a_checkpoint(path: str | Path) -> bool:
+    """True for a checkpoint file, a run folder, a shipped model's name, or a path that does not exist (so the
+    caller's checkpoint error names it); False for an existing image file or a folder of images."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return True
+    if path.is_dir():
+        return any((path / name).exists() for name in ("best.ckpt", "model.ckpt", "last.ckpt"))
+    return path.suffix.lower() in CHECKPOINT_SUFFIXES
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run folder means its best checkpoint; a bare name means a shipped model (``models/<name>/model.ckpt``,
     the folder given by ``CADX_MODELS_DIR``)."""
     path = Path(path).expanduser()
-    shipped = Path(os.environ.get("CADX_MODELS_DIR", "models")) / path / "model.ckpt"
+    shipped = models_dir() / path / "model.ckpt"
     if not path.exists() and len(path.parts) == 1 and shipped.exists():
         return shipped
     if path.is_dir():

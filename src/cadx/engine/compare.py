@@ -128,14 +128,16 @@ def render_markdown(summary: dict[str, Any]) -> str:
                                                                  if summary["recipe"] else ""),
              f"- hardware: {hw['cpu']} ({hw['cores']} cores), GPU: {hw['gpu'] or 'none'}, torch {hw['torch']}",
              "", "| model | accuracy | precision | recall | specificity | F1 | AUC | params (M) | ms/img (batch 1) "
-             "| train min | epochs |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| train min | epochs | px |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         lines.append(f"| {r['name']} | {cell(r, 'accuracy')} | {r['precision']:.3f} | {r['recall']:.3f} | "
                      f"{r['specificity']:.3f} | {cell(r, 'f1')} | {cell(r, 'auc')} | {r['params_m']:.2f} | "
-                     f"{r['ms_per_image_batch1']:.2f} ({r['device']}) | {r['train_minutes']:.1f} | {r['epochs']} |")
+                     f"{r['ms_per_image_batch1']:.2f} ({r['device']}) | {r['train_minutes']:.1f} | {r['epochs']} | "
+                     f"{r['image_size']} |")
     for a in summary["anchors"]:
         lines.append(f"| *{a['name']}* (published) | {a.get('accuracy', '-')} | - | {a.get('recall', '-')} | "
-                     f"{a.get('specificity', '-')} | - | {a.get('auc', '-')} | - | - | - | - |")
+                     f"{a.get('specificity', '-')} | - | {a.get('auc', '-')} | - | - | - | - | "
+                     f"{a.get('image_size', '-')} |")
     if summary["rows"]:
         best = max(summary["rows"], key=lambda r: r["auc"])
         lines += ["", f"Highest test AUC: **{best['name']}** ({best['auc']:.3f}). Models are selected on validation "

@@ -208,8 +208,10 @@ def evaluate_command(
 @app.command("predict")
 @user_errors
 def predict_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Run folder or .ckpt file.")],
-    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    checkpoint: Annotated[Path, typer.Argument(help="Run folder, .ckpt file or shipped model name; leave it out "
+                                                    "to use the shipped chest_xray_pneumonia model.")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Image files or folders (searched recursively).")]
+    = None,
     threshold: Annotated[float | None, typer.Option(help="Binary decision threshold (default: the model's).")]
     = None,
     output: Annotated[Path | None, typer.Option(help="Write results to FILE.csv or FILE.json.")] = None,
@@ -217,8 +219,16 @@ def predict_command(
     frame: Annotated[int | None, typer.Option(help="Frame of multi-frame DICOMs (default: the middle one).")] = None,
 ) -> None:
     """Classify PNG/JPEG/DICOM images; unreadable files are reported and the rest still run."""
+    from cadx.engine.checkpoint import DEFAULT_MODEL, models_dir, names_a_checkpoint
     from cadx.engine.inference import Predictor, expand_inputs
 
+    paths = list(paths or [])
+    if not names_a_checkpoint(checkpoint):  # images only: the shipped default model
+        checkpoint, paths = Path(DEFAULT_MODEL), [checkpoint, *paths]
+        console.print(f"no model given: using the shipped [bold]{DEFAULT_MODEL}[/] model from {models_dir()} "
+                      "(paediatric chest X-rays; name another checkpoint first for other images)", highlight=False)
+    if not paths:
+        raise ValueError("give the image files or folders to classify after the checkpoint")
     predictor = Predictor.from_checkpoint(checkpoint)
     files = expand_inputs(paths)
     if not files:
