@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # More seeds of the recorded Kermany run (benchmarks/kermany_cpu.sh), identical recipe, only the seed changes:
 # gives the seed-to-seed spread of a single run and the members of the ensemble evaluated by
-# benchmarks/kermany_ensemble.sh. All share seed 0's split (--split-seed 0), so their validation set is one.
+# benchmarks/ensemble_effects.py. All share seed 0's split (--split-seed 0), so their validation set is one.
 # Usage: benchmarks/kermany_seeds.sh [KERMANY_DIR] [SEED...]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
