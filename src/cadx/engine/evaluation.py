@@ -111,11 +111,14 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     if not decoded.records:
         raise DatasetError(f"{index.source}: none of the {len(records)} images could be read")
     probs = predictor.predict_arrays(decoded.images, batch_size)
+    y = np.array([r.target for r in decoded.records])
     threshold_source = "given" if threshold is not None else "checkpoint (validation, at training)"
     if threshold is None and averaged and binary:
-        threshold, threshold_source = validation_threshold(predictor, batch_size), "Youden's J on validation"
+        own_val = split == "val" and data is None  # these are the validation outputs already
+        threshold = (choose_threshold(y, probs, ckpt.positive_index) if own_val
+                     else validation_threshold(predictor, batch_size))
+        threshold_source = "Youden's J on validation"
     t = ckpt.threshold if threshold is None else threshold
-    y = np.array([r.target for r in decoded.records])
     if ckpt.multilabel:
         metrics = multilabel_metrics(y, probs, ckpt.classes, threshold=t, n_bootstrap=n_bootstrap)
     else:
