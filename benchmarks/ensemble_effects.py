@@ -31,8 +31,10 @@ KEYS = ("accuracy", "recall", "specificity", "f1", "auc", "threshold")
 
 def measure(members: list[Path], tta: bool, folder: Path) -> dict:
     entry: dict = {"members": [p.name for p in members], "tta": tta}
+    threshold = None  # chosen on validation by the first call, then applied to test (no second val pass)
     for split in ("val", "test"):
-        m = evaluate(members, split=split, output=folder / split, tta=tta, n_bootstrap=1000)
+        m = evaluate(members, split=split, output=folder / split, tta=tta, n_bootstrap=1000, threshold=threshold)
+        threshold = m["threshold"]
         entry[split] = {k: m[k] for k in KEYS} | {"ci": m["ci"], "n_images": m["n_images"],
                                                   "ms_per_image_batch_1": m["latency_ms"]["batch_1"]["mean"]}
     data = np.genfromtxt(folder / "val" / "predictions.csv", delimiter=",", skip_header=1)[:, 1:]

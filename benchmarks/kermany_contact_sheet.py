@@ -4,7 +4,7 @@ Each tile is the overlay with the true label, the predicted class and its probab
 seeded RNG from the sorted file lists, so reruns show the same patients. Skips (exit 0, one clear line) when the
 checkpoint or the data folder is absent. Run after training:
 ``python benchmarks/kermany_contact_sheet.py [--checkpoint models/chest_xray_pneumonia/model.ckpt] [--data ...]``
-(the shipped model, exported from the recorded run ``benchmarks/kermany_cpu.sh``).
+(the shipped model: seed 2 of the recorded recipe, ``models/train.sh chest_xray_pneumonia``).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ class LoadedCheckpoint:
 
 DEFAULT_MODEL = "chest_xray_pneumonia"  # the shipped model used when a command is given images only
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+RUN_CHECKPOINTS = ("best.ckpt", "model.ckpt", "last.ckpt")  # what a run or model folder holds, in preference order
 
 
 def models_dir() -> Path:
@@ -65,7 +66,7 @@ def names_a_checkpoint(path: str | Path) -> bool:
     if not path.exists():
         return True
     if path.is_dir():
-        return any((path / name).exists() for name in ("best.ckpt", "model.ckpt", "last.ckpt"))
+        return any((path / name).exists() for name in RUN_CHECKPOINTS)
     return path.suffix.lower() in CHECKPOINT_SUFFIXES
 
 
@@ -77,7 +78,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists() and len(path.parts) == 1 and shipped.exists():
         return shipped
     if path.is_dir():
-        for name in ("best.ckpt", "model.ckpt", "last.ckpt"):
+        for name in RUN_CHECKPOINTS:
             if (path / name).exists():
                 return path / name
         raise CheckpointError(f"{path}: no best.ckpt, model.ckpt or last.ckpt in this folder")

@@ -34,7 +34,6 @@ class Predictor:
         self.model = checkpoint.model.to(self.device).eval()
         self.pre = checkpoint.preprocessing
         self.classes = checkpoint.classes
-        self.threshold = checkpoint.threshold
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Predictor:
@@ -85,7 +84,7 @@ class Predictor:
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> list[str]:
         """Class names the model asserts: argmax, or the binary/multi-label rule at the threshold."""
-        t = self.threshold if threshold is None else threshold
+        t = self.checkpoint.threshold if threshold is None else threshold
         if self.checkpoint.multilabel:
             return [c for c, p in zip(self.classes, probabilities, strict=True) if p >= t]
         pos = self.checkpoint.positive_index
@@ -97,7 +96,7 @@ class Predictor:
 class EnsemblePredictor(Predictor):
     """Mean class probabilities of several checkpoints of one task (an ensemble) and, with ``flip``, of every
     image and its horizontal mirror (test-time augmentation). The first member supplies classes, preprocessing
-    and device; ``threshold`` must be chosen for the averaged output (see ``cadx.engine.evaluation``)."""
+    and device; a decision threshold must be chosen for the averaged output (``cadx.engine.evaluation`` does)."""
 
     def __init__(self, members: list[Predictor], *, flip: bool = False) -> None:
         if not members:
