@@ -2,13 +2,13 @@
 side with the single runs. The members must share their split (``cadx train --split-seed``, or a dataset with its
 own val/test such as MedMNIST).
 
-Selection rule, fixed before any ensemble's test number was seen: ensemble members are the ``--top`` runs with the
-lowest validation log-loss; the reported configuration is the one with the lowest validation log-loss among
-{each single run, the best single run + TTA, the ensemble, the ensemble + TTA}. Every TTA/ensemble row gets its
+Selection rule, fixed before any ensemble's test number was seen: ensemble members are the ``--top`` K runs with the
+lowest validation log-loss (several K give one ensemble each); the reported configuration is the one with the
+lowest validation log-loss among {each single run, the best single run + TTA, each ensemble, each ensemble + TTA}. Every TTA/ensemble row gets its
 own Youden threshold on validation (``cadx evaluate`` does that for averaged outputs). Test numbers of every row are
 written regardless, so each lever's effect is visible.
 
-Usage: ``python benchmarks/ensemble_effects.py NAME RUN [RUN...] [--top K] [--note TEXT]`` -> benchmarks/NAME/
+Usage: ``python benchmarks/ensemble_effects.py NAME RUN [RUN...] [--top K [K...]] [--note TEXT]`` -> benchmarks/NAME/
 (results.json, results.md; evaluation folders under runs/NAME/).
 """
 
@@ -61,7 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name")
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--top", type=int, default=None, help="ensemble the K runs with the lowest val log-loss")
+    parser.add_argument("--top", type=int, nargs="+", default=None,
+                        help="ensemble the K runs with the lowest val log-loss (one ensemble per K; default: all)")
     parser.add_argument("--note", default="", help="data, resolution, epochs, seeds: written into results.json")
     args = parser.parse_args()
     missing = [str(p) for p in args.runs if not any(p.glob("*.ckpt"))]
@@ -73,10 +74,11 @@ def main() -> None:
     singles = [{"name": run.name, **measure([run], False, work / run.name)} for run in args.runs]
     ranked = sorted(zip(singles, args.runs, strict=True), key=lambda pair: pair[0]["val"]["log_loss"])
     best_name, best_run = ranked[0][0]["name"], ranked[0][1]
-    members = [run for _, run in ranked[:args.top or len(ranked)]]
-    averaged = [{"name": f"{best_name} + flip TTA", **measure([best_run], True, work / "best_tta")},
-                {"name": f"ensemble of {len(members)}", **measure(members, False, work / "ensemble")},
-                {"name": f"ensemble of {len(members)} + flip TTA", **measure(members, True, work / "ensemble_tta")}]
+    averaged = [{"name": f"{best_name} + flip TTA", **measure([best_run], True, work / "best_tta")}]
+    for k in sorted(set(args.top or [len(ranked)])):
+        members, tag = [run for _, run in ranked[:k]], "" if k == len(ranked) else f"_top{k}"
+        averaged += [{"name": f"ensemble of {k}", **measure(members, False, work / f"ensemble{tag}")},
+                     {"name": f"ensemble of {k} + flip TTA", **measure(members, True, work / f"ensemble{tag}_tta")}]
     rows = singles + averaged
     chosen = min(rows, key=lambda r: r["val"]["log_loss"])["name"]
     record = {"note": args.note, "selection": __doc__.split("\n\n")[1].replace("\n", " "), "chosen": chosen,
