@@ -4,9 +4,9 @@ own val/test such as MedMNIST).
 
 Selection rule, fixed before any ensemble's test number was seen: ensemble members are the ``--top`` K runs with the
 lowest validation log-loss (several K give one ensemble each); the reported configuration is the one with the
-lowest validation log-loss among {each single run, the best single run + TTA, each ensemble, each ensemble + TTA}. Every TTA/ensemble row gets its
-own Youden threshold on validation (``cadx evaluate`` does that for averaged outputs). Test numbers of every row are
-written regardless, so each lever's effect is visible.
+lowest validation log-loss among {each single run, the best single run + TTA, each ensemble, each ensemble + TTA}.
+Every TTA/ensemble row gets its own Youden threshold on validation (``cadx evaluate`` does that for averaged
+outputs). Test numbers of every row are written regardless, so each lever's effect is visible.
 
 Usage: ``python benchmarks/ensemble_effects.py NAME RUN [RUN...] [--top K [K...]] [--note TEXT]`` -> benchmarks/NAME/
 (results.json, results.md; evaluation folders under runs/NAME/).

@@ -14,12 +14,15 @@ def test_compare_trains_each_entry_and_resumes(tmp_path: Path) -> None:
         "title": "tiny table", "data": "data", "seeds": [0],
         "train": {"epochs": 1, "image_size": 32, "batch_size": 16, "in_channels": 1},
         "entries": [{"name": "Simple CNN", "model": "simple_cnn"},
-                    {"name": "Small CNN wide", "model": "small_cnn", "options": {"hidden": 32}}],
+                    {"name": "Small CNN wide", "model": "small_cnn", "options": {"hidden": 32}, "seeds": [0, 1]}],
         "anchors": [{"name": "Some paper", "accuracy": 0.9, "auc": 0.95}],
     }))
     assert load_plan(config).data == data.resolve()
     summary = compare(config, tmp_path / "out")
     assert [r["name"] for r in summary["rows"]] == ["Simple CNN", "Small CNN wide"]
+    assert [r["seeds"] for r in summary["rows"]] == [1, 2]  # an entry's own seeds override the plan's
+    assert (tmp_path / "out" / "runs" / "small-cnn-wide-seed1" / "test" / "metrics.json").exists()
+    assert summary["rows"][1]["accuracy_ci"] == sorted(summary["rows"][1]["accuracy_ci"])
     for key in ("accuracy", "precision", "recall", "f1", "auc", "accuracy_ci", "auc_ci", "params_m",
                 "ms_per_image_batch1", "train_minutes"):
         assert key in summary["rows"][0]

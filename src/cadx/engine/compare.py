@@ -29,6 +29,7 @@ class Entry:
     model: str
     options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] | None = None  # overrides the plan's seeds, e.g. fewer for a model that is slow to train
 
 
 @dataclass
@@ -54,8 +55,8 @@ def load_plan(path: str | Path) -> ComparePlan:
     data = Path(raw["data"])
     if not data.is_absolute():
         data = (path.parent / data).resolve()
-    entries = [Entry(name=e["name"], model=e["model"], options=e.get("options", {}), train=e.get("train", {}))
-               for e in raw["entries"]]
+    entries = [Entry(name=e["name"], model=e["model"], options=e.get("options", {}), train=e.get("train", {}),
+                     seeds=list(e["seeds"]) if "seeds" in e else None) for e in raw["entries"]]
     return ComparePlan(title=raw.get("title", path.stem), data=data, entries=entries,
                        seeds=list(raw.get("seeds", [0])), train=raw.get("train", {}), recipe=raw.get("recipe"),
                        anchors=raw.get("anchors", []), notes=raw.get("notes", ""))
@@ -121,23 +122,23 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
     hw = summary["hardware"]
     lines = [f"# {summary['title']}", "",
-             f"- data: `{summary['data']}`; seeds: {summary['seeds']} "
-             f"({'95 % bootstrap CI of the test set' if len(summary['seeds']) == 1 else 'min-max over seeds'} "
-             "in brackets)",
+             f"- data: `{summary['data']}`; seeds: {summary['seeds']} unless a row says otherwise (in brackets: the "
+             "95 % bootstrap CI of the test set for a row with one seed, the min-max over seeds for a row with "
+             "several; the other columns are means over seeds)",
              f"- training: {json.dumps(summary['train'])}" + (f", recipe `{summary['recipe']}`"
                                                                  if summary["recipe"] else ""),
              f"- hardware: {hw['cpu']} ({hw['cores']} cores), GPU: {hw['gpu'] or 'none'}, torch {hw['torch']}",
              "", "| model | accuracy | precision | recall | specificity | F1 | AUC | params (M) | ms/img (batch 1) "
-             "| train min | epochs | px |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| train min | epochs | px | seeds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         lines.append(f"| {r['name']} | {cell(r, 'accuracy')} | {r['precision']:.3f} | {r['recall']:.3f} | "
                      f"{r['specificity']:.3f} | {cell(r, 'f1')} | {cell(r, 'auc')} | {r['params_m']:.2f} | "
                      f"{r['ms_per_image_batch1']:.2f} ({r['device']}) | {r['train_minutes']:.1f} | {r['epochs']} | "
-                     f"{r['image_size']} |")
+                     f"{r['image_size']} | {r['seeds']} |")
     for a in summary["anchors"]:
         lines.append(f"| *{a['name']}* (published) | {a.get('accuracy', '-')} | - | {a.get('recall', '-')} | "
                      f"{a.get('specificity', '-')} | - | {a.get('auc', '-')} | - | - | - | - | "
-                     f"{a.get('image_size', '-')} |")
+                     f"{a.get('image_size', '-')} | - |")
     if summary["rows"]:
         best = max(summary["rows"], key=lambda r: r["auc"])
         lines += ["", f"Highest test AUC: **{best['name']}** ({best['auc']:.3f}). Models are selected on validation "
@@ -174,7 +175,7 @@ def compare(config: str | Path, output: str | Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}
     for entry in plan.entries:
-        results[entry.name] = [run_entry(plan, entry, seed, out) for seed in plan.seeds]
+        results[entry.name] = [run_entry(plan, entry, seed, out) for seed in entry.seeds or plan.seeds]
     summary = summarise(plan, results)
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(render_markdown(summary))
