@@ -2,7 +2,8 @@
 # More seeds of the recorded Kermany run (benchmarks/kermany_cpu.sh), identical recipe, only the seed changes:
 # gives the seed-to-seed spread of a single run and the members of the ensemble evaluated by
 # benchmarks/ensemble_effects.py. All share seed 0's split (--split-seed 0), so their validation set is one.
-# Usage: benchmarks/kermany_seeds.sh [KERMANY_DIR] [SEED...]
+# Usage: benchmarks/kermany_seeds.sh [KERMANY_DIR] [SEED...]   (default seeds 1 2; seeds 3 4 were run with
+# benchmarks/kermany_ensemble5/PROTOCOL.md)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 data=${1:-$here/../../shared/datasets/chest_xray_kermany}
