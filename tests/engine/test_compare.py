@@ -22,12 +22,18 @@ def test_compare_trains_each_entry_and_resumes(tmp_path: Path) -> None:
     assert [r["name"] for r in summary["rows"]] == ["Simple CNN", "Small CNN wide"]
     assert [r["seeds"] for r in summary["rows"]] == [1, 2]  # an entry's own seeds override the plan's
     assert (tmp_path / "out" / "runs" / "small-cnn-wide-seed1" / "test" / "metrics.json").exists()
-    assert summary["rows"][1]["accuracy_ci"] == sorted(summary["rows"][1]["accuracy_ci"])
+    for row in summary["rows"]:  # every metric: the seed mean with its bootstrap interval over test images
+        for m in ("accuracy", "precision", "recall", "specificity", "f1", "auc"):
+            low, high = row[f"{m}_ci"]
+            assert low <= row[m] <= high, (row["name"], m)
+    two_seeds = summary["rows"][1]
+    assert two_seeds["accuracy_range"] == sorted(two_seeds["accuracy_range"])
     for key in ("accuracy", "precision", "recall", "f1", "auc", "accuracy_ci", "auc_ci", "params_m",
                 "ms_per_image_batch1", "train_minutes"):
         assert key in summary["rows"][0]
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "Simple CNN" in table and "Some paper" in table and "hardware" in table
+    assert "Simple CNN" in table and "Some paper" in table and "hardware" in table and "accuracy by seed" in table
+    assert len({line.count("|") for line in table.splitlines() if line.startswith("|")}) == 1  # aligned columns
     assert (tmp_path / "out" / "results.png").exists()
     ckpt = tmp_path / "out" / "runs" / "simple-cnn-seed0" / "best.ckpt"
     stamp = ckpt.stat().st_mtime

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from cadx.engine.metrics import choose_threshold, classification_metrics, multilabel_metrics
+from cadx.engine.metrics import (
+    bootstrap_ci,
+    choose_threshold,
+    classification_metrics,
+    headline_scores,
+    mean_bootstrap_ci,
+    multilabel_metrics,
+)
 
 
 @pytest.fixture
@@ -68,3 +75,37 @@ def test_multilabel_per_label_auc() -> None:
     for i, name in enumerate(["effusion", "mass", "nodule"]):
         assert m["per_class"][name]["auc"] == pytest.approx(roc_auc_score(y[:, i], probs[:, i]))
     assert m["auc"] == pytest.approx(np.mean([roc_auc_score(y[:, i], probs[:, i]) for i in range(3)]))
+
+
+def test_headline_scores_match_scikit_learn(binary) -> None:
+    y, probs = binary
+    pred = (probs[:, 1] >= 0.4).astype(int)
+    s = headline_scores(y, probs, pred, 1)
+    assert s["precision"] == pytest.approx(precision_score(y, pred))
+    assert s["recall"] == pytest.approx(recall_score(y, pred))
+    assert s["specificity"] == pytest.approx(recall_score(1 - y, 1 - pred))
+    assert s["f1"] == pytest.approx(f1_score(y, pred))
+    rng = np.random.default_rng(3)
+    y3 = rng.integers(0, 3, 200)
+    p3 = rng.dirichlet(np.ones(3), 200)
+    s3 = headline_scores(y3, p3, p3.argmax(1), None)
+    assert s3["precision"] == pytest.approx(precision_score(y3, p3.argmax(1), average="macro"))
+    assert s3["f1"] == pytest.approx(f1_score(y3, p3.argmax(1), average="macro"))
+
+
+def test_every_headline_metric_has_an_interval(binary) -> None:
+    y, probs = binary
+    m = classification_metrics(y, probs, ["normal", "pneumonia"], positive_index=1, threshold=0.5, n_bootstrap=300)
+    assert set(m["ci"]) == {"accuracy", "precision", "recall", "specificity", "f1", "auc"}
+    for key, (low, high) in m["ci"].items():
+        assert low <= m[key] <= high and 0 < high - low < 0.3, key
+
+
+def test_seed_mean_interval_counts_shared_test_noise_once(binary) -> None:
+    y, probs = binary
+    run = (y, probs, (probs[:, 1] >= 0.5).astype(int))
+    single = bootstrap_ci(*run, 1, 400, 0)
+    assert mean_bootstrap_ci([run, run], 1, 400, 0) == single  # same images, same resamples: same interval
+    independent = mean_bootstrap_ci([run, run], 1, 400, 0, shared_images=False)
+    for key in ("accuracy", "auc"):  # two independent test sets average their noise: a narrower interval
+        assert independent[key][1] - independent[key][0] < 0.85 * (single[key][1] - single[key][0])

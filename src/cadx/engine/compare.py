@@ -6,6 +6,7 @@ Comparison tables and ablations are the same thing with different entries. Finis
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ import yaml
 from cadx.engine.config import build_config
 from cadx.engine.evaluation import evaluate
 from cadx.engine.hardware import describe_hardware
+from cadx.engine.metrics import HEADLINE, N_BOOTSTRAP, mean_bootstrap_ci, predicted_indices
 from cadx.engine.training import train
 
-METRICS = ("accuracy", "precision", "recall", "f1", "auc")
+METRICS = HEADLINE
 
 
 @dataclass
@@ -62,12 +64,12 @@ def load_plan(path: str | Path) -> ComparePlan:
                        anchors=raw.get("anchors", []), notes=raw.get("notes", ""))
 
 
-def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> dict[str, Any]:
-    """Train + evaluate one entry and seed, or read back its finished result."""
+def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> Path:
+    """Train + evaluate one entry and seed into its run folder, unless a finished result is already there."""
     run = out / "runs" / f"{_slug(entry.name)}-seed{seed}"
     done = run / "test" / "metrics.json"
     if done.exists():
-        return json.loads(done.read_text())
+        return run
     settings = {**plan.train, **entry.train, "model": entry.model, "seed": seed,
                 "model_options": {**plan.train.get("model_options", {}), **entry.options}}
     config = build_config(plan.recipe, **settings)
@@ -80,28 +82,52 @@ def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> dict[str
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["epochs"] = result.epochs_run
     done.write_text(json.dumps(metrics, indent=2))
-    return metrics
+    return run
+
+
+def seed_mean_ci(runs: list[Path], n_bootstrap: int = N_BOOTSTRAP) -> dict[str, list[float]] | None:
+    """Bootstrap 95 % intervals (over test images) of the mean over seeds, from each run's test predictions.
+
+    Multi-label runs keep no pooled interval (one seed: its own; several: none).
+    """
+    metrics = [json.loads((r / "test" / "metrics.json").read_text()) for r in runs]
+    if metrics[0].get("task") == "multilabel":
+        return metrics[0]["ci"] if len(runs) == 1 else None
+    # metrics.json written before "positive_index" existed: training makes class 1 the positive one of two
+    positive = metrics[0].get("positive_index", 1 if len(metrics[0]["classes"]) == 2 else None)
+    tables, files = [], []
+    for run, m in zip(runs, metrics, strict=True):
+        with (run / "test" / "predictions.csv").open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        y = np.array([int(r["target"]) for r in rows])
+        probs = np.array([[float(r[f"p_{c}"]) for c in m["classes"]] for r in rows])
+        threshold = 0.5 if m.get("threshold") is None else m["threshold"]
+        tables.append((y, probs, predicted_indices(probs, positive, threshold)))
+        files.append([r["file"] for r in rows])
+    shared = all(f == files[0] for f in files)
+    return mean_bootstrap_ci(tables, positive, n_bootstrap, shared_images=shared)
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def summarise(plan: ComparePlan, results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def summarise(plan: ComparePlan, results: dict[str, list[Path]]) -> dict[str, Any]:
     rows = []
     for entry in plan.entries:
-        runs = results.get(entry.name, [])
-        if not runs:
+        run_dirs = results.get(entry.name, [])
+        if not run_dirs:
             continue
+        runs = [json.loads((r / "test" / "metrics.json").read_text()) for r in run_dirs]
         row: dict[str, Any] = {"name": entry.name, "model": entry.model, "options": entry.options,
                                "seeds": len(runs)}
+        ci = seed_mean_ci(run_dirs) or {}
         for m in METRICS:
             values = [r[m] for r in runs]
             row[m] = float(np.mean(values))
             row[f"{m}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-            if m in ("accuracy", "f1", "auc"):
-                row[f"{m}_ci"] = runs[0]["ci"][m] if len(runs) == 1 else [float(np.min(values)), float(np.max(values))]
-        row["specificity"] = float(np.mean([r["specificity"] for r in runs]))
+            row[f"{m}_range"] = [float(np.min(values)), float(np.max(values))]
+            row[f"{m}_ci"] = ci.get(m)
         row["params_m"] = runs[0]["params"] / 1e6
         row["ms_per_image_batch1"] = float(np.mean([r["latency_ms"]["batch_1"]["mean"] for r in runs]))
         row["device"] = runs[0]["latency_ms"]["device"]
@@ -122,22 +148,23 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
     hw = summary["hardware"]
     lines = [f"# {summary['title']}", "",
-             f"- data: `{summary['data']}`; seeds: {summary['seeds']} unless a row says otherwise (in brackets: the "
-             "95 % bootstrap CI of the test set for a row with one seed, the min-max over seeds for a row with "
-             "several; the other columns are means over seeds)",
+             f"- data: `{summary['data']}`; seeds: {summary['seeds']} unless a row says otherwise; every metric is "
+             "the mean over a row's seeds of its test score, in brackets the 95 % bootstrap CI over test images "
+             "(1000 resamples; seeds tested on one test set get the same images in each resample); 'accuracy by "
+             "seed' is the min-max over seeds",
              f"- training: {json.dumps(summary['train'])}" + (f", recipe `{summary['recipe']}`"
                                                                  if summary["recipe"] else ""),
              f"- hardware: {hw['cpu']} ({hw['cores']} cores), GPU: {hw['gpu'] or 'none'}, torch {hw['torch']}",
-             "", "| model | accuracy | precision | recall | specificity | F1 | AUC | params (M) | ms/img (batch 1) "
-             "| train min | epochs | px | seeds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| model | accuracy | precision | recall | specificity | F1 | AUC | accuracy by seed | params (M) "
+             "| ms/img (batch 1) | train min | epochs | px | seeds |", "|---" * 14 + "|"]
     for r in summary["rows"]:
-        lines.append(f"| {r['name']} | {cell(r, 'accuracy')} | {r['precision']:.3f} | {r['recall']:.3f} | "
-                     f"{r['specificity']:.3f} | {cell(r, 'f1')} | {cell(r, 'auc')} | {r['params_m']:.2f} | "
-                     f"{r['ms_per_image_batch1']:.2f} ({r['device']}) | {r['train_minutes']:.1f} | {r['epochs']} | "
-                     f"{r['image_size']} | {r['seeds']} |")
+        spread = "{:.3f}-{:.3f}".format(*r["accuracy_range"]) if r["seeds"] > 1 else "-"
+        lines.append(f"| {r['name']} | " + " | ".join(cell(r, m) for m in METRICS) + f" | {spread} | "
+                     f"{r['params_m']:.2f} | {r['ms_per_image_batch1']:.2f} ({r['device']}) | "
+                     f"{r['train_minutes']:.1f} | {r['epochs']} | {r['image_size']} | {r['seeds']} |")
     for a in summary["anchors"]:
         lines.append(f"| *{a['name']}* (published) | {a.get('accuracy', '-')} | - | {a.get('recall', '-')} | "
-                     f"{a.get('specificity', '-')} | - | {a.get('auc', '-')} | - | - | - | - | "
+                     f"{a.get('specificity', '-')} | - | {a.get('auc', '-')} | - | - | - | - | - | "
                      f"{a.get('image_size', '-')} | - |")
     if summary["rows"]:
         best = max(summary["rows"], key=lambda r: r["auc"])
@@ -173,7 +200,7 @@ def compare(config: str | Path, output: str | Path) -> dict[str, Any]:
     plan = load_plan(config)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, list[Path]] = {}
     for entry in plan.entries:
         results[entry.name] = [run_entry(plan, entry, seed, out) for seed in entry.seeds or plan.seeds]
     summary = summarise(plan, results)

@@ -6,6 +6,7 @@ as clinical papers report them; for more classes they are macro averages. ``aver
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from sklearn.metrics import (
 )
 
 N_BOOTSTRAP = 1000
+HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
 
 
 def predicted_indices(probs: np.ndarray, positive_index: int | None, threshold: float) -> np.ndarray:
@@ -27,12 +29,24 @@ def predicted_indices(probs: np.ndarray, positive_index: int | None, threshold: 
     return np.where(probs[:, positive_index] >= threshold, positive_index, 1 - positive_index)
 
 
-def _specificity(cm: np.ndarray) -> np.ndarray:
-    tp = np.diag(cm)
+def _rates(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, specificity and F1 from a confusion matrix (0 where undefined)."""
+    tp = np.diag(cm).astype(float)
     fp = cm.sum(0) - tp
     fn = cm.sum(1) - tp
     tn = cm.sum() - tp - fp - fn
-    return tn / np.maximum(tn + fp, 1)
+    return {"precision": tp / np.maximum(tp + fp, 1), "recall": tp / np.maximum(tp + fn, 1),
+            "specificity": tn / np.maximum(tn + fp, 1), "f1": 2 * tp / np.maximum(2 * tp + fp + fn, 1)}
+
+
+def headline_scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray,
+                    positive_index: int | None) -> dict[str, float]:
+    """Accuracy, AUC and the positive class's (binary) or the macro (more classes) precision/recall/specificity/F1."""
+    k = probs.shape[1]
+    rates = _rates(np.bincount(y * k + pred, minlength=k * k).reshape(k, k))
+    pick = (lambda v: float(v[positive_index])) if positive_index is not None else (lambda v: float(v.mean()))
+    return {"accuracy": float(np.mean(y == pred)), **{m: pick(v) for m, v in rates.items()},
+            "auc": _auc(y, probs, positive_index)}
 
 
 def _auc(y: np.ndarray, probs: np.ndarray, positive_index: int | None) -> float:
@@ -61,7 +75,7 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str],
     pred = predicted_indices(probs, positive_index, threshold)
     cm = confusion_matrix(y, pred, labels=range(k))
     prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=range(k), zero_division=0)
-    spec = _specificity(cm)
+    spec = _rates(cm)["specificity"]
     per_class_auc = [_auc(y == i, np.stack([1 - probs[:, i], probs[:, i]], 1), 1) for i in range(k)]
     per_class = {c: {"precision": float(prec[i]), "recall": float(rec[i]), "specificity": float(spec[i]),
                      "f1": float(f1[i]), "auc": per_class_auc[i], "support": int(support[i])}
@@ -79,7 +93,8 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str],
         "balanced_accuracy": float(np.mean(rec)),
         "precision": head["precision"], "recall": head["recall"], "specificity": head["specificity"],
         "f1": head["f1"], "auc": _auc(y, probs, positive_index),
-        "average": average, "threshold": threshold if positive_index is not None else None,
+        "average": average, "positive_index": positive_index,
+        "threshold": threshold if positive_index is not None else None,
         "per_class": per_class,
         "weighted": {"precision": float(wp), "recall": float(wr), "f1": float(wf)},
         "confusion_matrix": cm.tolist(),
@@ -93,19 +108,30 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str],
 
 def bootstrap_ci(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, positive_index: int | None,
                  n: int, seed: int) -> dict[str, list[float]]:
-    """Percentile 95 % intervals for accuracy, F1 and AUC over ``n`` seeded resamples of the images."""
+    """Percentile 95 % intervals of every headline metric over ``n`` seeded resamples of the images."""
+    return mean_bootstrap_ci([(y, probs, pred)], positive_index, n, seed)
+
+
+def mean_bootstrap_ci(runs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], positive_index: int | None,
+                      n: int = N_BOOTSTRAP, seed: int = 0, *, shared_images: bool = True) -> dict[str, list[float]]:
+    """95 % intervals of the mean over several runs (seeds) of each headline metric; runs are (y, probs, pred).
+
+    When the runs were tested on the same images, every resample draws the same images for all of them: the test
+    set's sampling noise is shared by the runs and must not be averaged away as if it were independent.
+    """
     rng = np.random.default_rng(seed)
-    k = probs.shape[1]
-    scores: dict[str, list[float]] = {"accuracy": [], "f1": [], "auc": []}
+    sizes = [len(r[0]) for r in runs]
+    if shared_images and len(set(sizes)) != 1:
+        raise ValueError("runs on shared images must have the same number of images")
+    scores: dict[str, list[float]] = {m: [] for m in HEADLINE}
     for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        yy, pp = y[idx], pred[idx]
-        scores["accuracy"].append(float(np.mean(yy == pp)))
-        if positive_index is not None:
-            scores["f1"].append(float(f1_score(yy == positive_index, pp == positive_index, zero_division=0)))
-        else:
-            scores["f1"].append(float(f1_score(yy, pp, labels=range(k), average="macro", zero_division=0)))
-        scores["auc"].append(_auc(yy, probs[idx], positive_index))
+        shared = rng.integers(0, sizes[0], sizes[0]) if shared_images else None
+        per_run = []
+        for (y, probs, pred), size in zip(runs, sizes, strict=True):
+            idx = shared if shared is not None else rng.integers(0, size, size)
+            per_run.append(headline_scores(y[idx], probs[idx], pred[idx], positive_index))
+        for m in HEADLINE:
+            scores[m].append(float(np.mean([s[m] for s in per_run])))
     return {m: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for m, v in scores.items()}
 
 
@@ -117,7 +143,8 @@ def multilabel_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], *, 
     for i, c in enumerate(classes):
         cm = confusion_matrix(y[:, i], pred[:, i], labels=[0, 1])
         p, r, f, s = precision_recall_fscore_support(y[:, i], pred[:, i], labels=[1], zero_division=0)
-        per_class[c] = {"precision": float(p[0]), "recall": float(r[0]), "specificity": float(_specificity(cm)[1]),
+        per_class[c] = {"precision": float(p[0]), "recall": float(r[0]),
+                        "specificity": float(_rates(cm)["specificity"][1]),
                         "f1": float(f[0]), "auc": _auc(y[:, i], np.stack([1 - probs[:, i], probs[:, i]], 1), 1),
                         "support": int(s[0])}
     macro = {m: float(np.nanmean([per_class[c][m] for c in classes]))

@@ -36,9 +36,9 @@ def render_report(m: dict[str, Any]) -> str:
         "| metric | value [95 % bootstrap CI] |",
         "|---|---|",
         f"| accuracy | {_with_ci(m, 'accuracy')} |",
-        f"| precision | {_fmt(m['precision'])} |",
-        f"| recall (sensitivity) | {_fmt(m['recall'])} |",
-        f"| specificity | {_fmt(m['specificity'])} |",
+        f"| precision | {_with_ci(m, 'precision')} |",
+        f"| recall (sensitivity) | {_with_ci(m, 'recall')} |",
+        f"| specificity | {_with_ci(m, 'specificity')} |",
         f"| F1 | {_with_ci(m, 'f1')} |",
         f"| AUC-ROC | {_with_ci(m, 'auc')} |",
     ]
