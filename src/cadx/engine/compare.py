@@ -85,12 +85,13 @@ def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> Path:
     return run
 
 
-def seed_mean_ci(runs: list[Path], n_bootstrap: int = N_BOOTSTRAP) -> dict[str, list[float]] | None:
+def seed_mean_ci(runs: list[Path], metrics: list[dict[str, Any]],
+                 n_bootstrap: int = N_BOOTSTRAP) -> dict[str, list[float]] | None:
     """Bootstrap 95 % intervals (over test images) of the mean over seeds, from each run's test predictions.
 
-    Multi-label runs keep no pooled interval (one seed: its own; several: none).
+    ``metrics`` are the runs' test metrics.json. Multi-label runs keep no pooled interval (one seed: its own;
+    several: none).
     """
-    metrics = [json.loads((r / "test" / "metrics.json").read_text()) for r in runs]
     if metrics[0].get("task") == "multilabel":
         return metrics[0]["ci"] if len(runs) == 1 else None
     # metrics.json written before "positive_index" existed: training makes class 1 the positive one of two
@@ -121,7 +122,7 @@ def summarise(plan: ComparePlan, results: dict[str, list[Path]]) -> dict[str, An
         runs = [json.loads((r / "test" / "metrics.json").read_text()) for r in run_dirs]
         row: dict[str, Any] = {"name": entry.name, "model": entry.model, "options": entry.options,
                                "seeds": len(runs)}
-        ci = seed_mean_ci(run_dirs) or {}
+        ci = seed_mean_ci(run_dirs, runs) or {}
         for m in METRICS:
             values = [r[m] for r in runs]
             row[m] = float(np.mean(values))
