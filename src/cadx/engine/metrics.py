@@ -74,25 +74,15 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str],
     k = len(classes)
     pred = predicted_indices(probs, positive_index, threshold)
     cm = confusion_matrix(y, pred, labels=range(k))
-    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=range(k), zero_division=0)
-    spec = _rates(cm)["specificity"]
+    rates = _rates(cm)
     per_class_auc = [_auc(y == i, np.stack([1 - probs[:, i], probs[:, i]], 1), 1) for i in range(k)]
-    per_class = {c: {"precision": float(prec[i]), "recall": float(rec[i]), "specificity": float(spec[i]),
-                     "f1": float(f1[i]), "auc": per_class_auc[i], "support": int(support[i])}
-                 for i, c in enumerate(classes)}
+    per_class = {c: {**{m: float(v[i]) for m, v in rates.items()}, "auc": per_class_auc[i],
+                     "support": int(cm[i].sum())} for i, c in enumerate(classes)}
     wp, wr, wf, _ = precision_recall_fscore_support(y, pred, labels=range(k), average="weighted", zero_division=0)
-    if positive_index is not None:
-        head = per_class[classes[positive_index]]
-        average = f"binary (positive class: {classes[positive_index]})"
-    else:
-        head = {m: float(np.mean([per_class[c][m] for c in classes])) for m in ("precision", "recall",
-                                                                                   "specificity", "f1")}
-        average = "macro"
+    average = "macro" if positive_index is None else f"binary (positive class: {classes[positive_index]})"
     result = {
-        "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": float(np.mean(rec)),
-        "precision": head["precision"], "recall": head["recall"], "specificity": head["specificity"],
-        "f1": head["f1"], "auc": _auc(y, probs, positive_index),
+        **headline_scores(y, probs, pred, positive_index),
+        "balanced_accuracy": float(np.mean(rates["recall"])),
         "average": average, "positive_index": positive_index,
         "threshold": threshold if positive_index is not None else None,
         "per_class": per_class,
