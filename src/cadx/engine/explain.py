@@ -34,6 +34,7 @@ from torch import nn
 from cadx.data.transforms import to_model_input
 from cadx.engine.feature_maps import render_feature_maps, render_overlay
 from cadx.engine.inference import Predictor
+from cadx.engine.metrics import predicted_indices
 
 METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
 _ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++", "gradcam_pp": "gradcam++"}
@@ -137,12 +138,11 @@ class Explainer:
     def _default_target(self, probs: np.ndarray, threshold: float | None = None) -> int:
         """Predicted class: binary models after the threshold (the model's unless given), otherwise the most
         probable (multi-label too)."""
-        pos = self.checkpoint.positive_index
-        if len(probs) == 2 and not self.checkpoint.multilabel and (pos is not None or self._single_logit):
-            pos = self._positive()
-            cut = self.checkpoint.threshold if threshold is None else threshold
-            return pos if probs[pos] >= cut else 1 - pos
-        return int(np.argmax(probs))
+        binary = len(probs) == 2 and not self.checkpoint.multilabel
+        positive = self._positive() if binary and (self.checkpoint.positive_index is not None
+                                                   or self._single_logit) else None
+        cut = self.checkpoint.threshold if threshold is None else threshold
+        return int(predicted_indices(probs[None], positive, cut)[0])
 
     def _score(self, logits: torch.Tensor, index: int) -> torch.Tensor:
         if logits.shape[1] == 1:  # the logit speaks for the positive class; its negation for the negative one

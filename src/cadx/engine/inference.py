@@ -12,6 +12,7 @@ import torch
 from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_image
 from cadx.data.transforms import prepare_image, to_model_input
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
+from cadx.engine.metrics import predicted_indices
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -87,10 +88,8 @@ class Predictor:
         t = self.checkpoint.threshold if threshold is None else threshold
         if self.checkpoint.multilabel:
             return [c for c, p in zip(self.classes, probabilities, strict=True) if p >= t]
-        pos = self.checkpoint.positive_index
-        if pos is not None:
-            return [self.classes[pos] if probabilities[pos] >= t else self.classes[1 - pos]]
-        return [self.classes[int(np.argmax(probabilities))]]
+        index = predicted_indices(np.asarray(probabilities)[None], self.checkpoint.positive_index, t)[0]
+        return [self.classes[int(index)]]
 
 
 class EnsemblePredictor(Predictor):

@@ -24,6 +24,8 @@ HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
 
 
 def predicted_indices(probs: np.ndarray, positive_index: int | None, threshold: float) -> np.ndarray:
+    """The decision rule of every single-label cadx model (metrics, predict, the server, Grad-CAM's target):
+    a binary model asserts its positive class when p(positive) >= threshold; other models take the argmax."""
     if positive_index is None:
         return probs.argmax(1)
     return np.where(probs[:, positive_index] >= threshold, positive_index, 1 - positive_index)
