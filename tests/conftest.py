@@ -53,8 +53,10 @@ def shared_datasets() -> Path:
     return SHARED
 
 
-def write_dicom(path: Path, pixels: np.ndarray, window: tuple[int, int] | None = None) -> None:
-    """A MONOCHROME2 CR with 12 bits stored in uint16 (and a VOI window the reader must apply, if given)."""
+def write_dicom(path: Path, pixels: np.ndarray, window: tuple[int, int] | None = None, modality: str = "CR",
+                body_part: str | None = None) -> None:
+    """A MONOCHROME2 image (CR unless told) with 12 bits stored in uint16 (and a VOI window the reader must
+    apply, if given)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -62,7 +64,9 @@ def write_dicom(path: Path, pixels: np.ndarray, window: tuple[int, int] | None =
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", "P1"
+    ds.Modality, ds.PatientID = modality, "P1"
+    if body_part:
+        ds.BodyPartExamined = body_part
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0

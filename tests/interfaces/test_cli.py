@@ -1,5 +1,6 @@
 """End to end through the command line: train, evaluate, predict on small synthetic data."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -106,10 +107,10 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     result = invoke("predict", run, data / "pneumonia", dcm, bad, "--output", out, "--threshold", "0.5")
     assert result.exit_code == 0, result.output
     lines = out.read_text().strip().splitlines()
-    assert lines[0].startswith("file,prediction,probability,p_normal,p_pneumonia,error")
+    assert lines[0] == "file,prediction,probability,p_normal,p_pneumonia,error,warning"
     assert len(lines) == 1 + 40 + 2
-    bad_row = next(line for line in lines if "bad.png" in line)
-    assert bad_row.split(",")[1] == "" and bad_row.split(",")[-1]
+    bad_row = next(row for row in csv.DictReader(lines) if "bad.png" in row["file"])
+    assert bad_row["prediction"] == "" and "PNG" in bad_row["error"]
     json_out = tmp_path / "pred.json"
     assert invoke("predict", run, dcm, "--output", json_out).exit_code == 0
     row = json.loads(json_out.read_text())[0]
@@ -117,6 +118,27 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     assert row["p_normal"] + row["p_pneumonia"] == pytest.approx(1.0, abs=1e-5)
     only_bad = invoke("predict", run, bad)
     assert only_bad.exit_code == 1
+
+
+def test_predict_warns_when_a_dicom_is_outside_the_models_scope(trained, tmp_path: Path) -> None:
+    """A chest X-ray model still classifies a brain MRI; the DICOM header says so, and cadx predict passes it on."""
+    _, run = trained
+    model = tmp_path / "chest" / "model.ckpt"
+    assert invoke("export", run, "--output", model, "--category", "Chest X-ray").exit_code == 0
+    pixels = synthetic_image(1, np.random.default_rng(0), 48).astype(np.uint16) * 16
+    files = {"mri.dcm": ("MR", "HEAD"), "chest.dcm": ("DX", "CHEST"), "no_body_part.dcm": ("CR", None)}
+    for name, (modality, body_part) in files.items():
+        write_dicom(tmp_path / name, pixels, modality=modality, body_part=body_part)
+    out = tmp_path / "pred.csv"
+    result = invoke("predict", model, *(tmp_path / name for name in files), "--output", out)
+    assert result.exit_code == 0, result.output
+    assert "1 file(s) outside the model's scope" in " ".join(result.output.split())
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(out.open())}
+    assert rows["mri.dcm"]["prediction"] in ("normal", "pneumonia")  # still classified, but flagged
+    assert "Modality MR" in rows["mri.dcm"]["warning"] and "body part HEAD" in rows["mri.dcm"]["warning"]
+    assert rows["chest.dcm"]["warning"] == rows["no_body_part.dcm"]["warning"] == ""
+    plain = invoke("predict", run, tmp_path / "mri.dcm")  # a run without a category: nothing to check against
+    assert plain.exit_code == 0 and "outside" not in plain.output
 
 
 def test_resume_continues_and_overwrite_guard(trained, tmp_path: Path) -> None:

@@ -55,6 +55,17 @@ def test_writes_overlay_heatmap_and_features_per_image(run: Path, inputs: Path, 
     assert "explained 2 of 2" in result.output
 
 
+def test_cautions_when_a_dicom_is_outside_the_models_scope(run: Path, inputs: Path, tmp_path: Path) -> None:
+    brain = tmp_path / "brain" / "model.ckpt"
+    assert invoke("export", run, "--output", brain, "--category", "Brain MRI").exit_code == 0
+    result = invoke("explain", brain, inputs / "wide.png", inputs / "scan.dcm", "--output", tmp_path / "out",
+                    "--feature-maps", "0")
+    assert result.exit_code == 0, result.output
+    caution = [line for line in result.output.splitlines() if line.startswith("caution")]
+    assert len(caution) == 1 and "scan.dcm" in caution[0] and "Modality CR" in caution[0]  # the PNG has no header
+    assert "explained 2 of 2" in result.output
+
+
 def test_dicom_overlay_uses_the_windowed_image(run: Path, tmp_path: Path, monkeypatch) -> None:
     """A narrow window (800..1200) saturates the ~1440 background: the image explain draws must show that."""
     import cadx.engine.explain as explain_module

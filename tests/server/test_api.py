@@ -99,6 +99,9 @@ def test_upload_result_list_report(env: Env) -> None:
             assert img.status_code == 200 and img.content.startswith(b"\x89PNG"), key
     assert [x["kind"] for x in study["results"]] == ["png", "jpeg", "dicom"]
     assert study["results"][2]["dicom"]["StudyDate"] == "20240102"
+    # the test DICOM is a CT sent to a chest X-ray model: analysed, and flagged
+    assert [x["warning"] for x in study["results"][:2]] == [None, None]
+    assert "Modality CT" in study["results"][2]["warning"] and "Chest X-ray" in study["results"][2]["warning"]
     original = env.client.get(study["results"][1]["original_url"], headers=env.auth())
     assert original.content == files[1][1] and original.headers["content-type"] == "image/jpeg"
 
@@ -122,7 +125,7 @@ def test_upload_result_list_report(env: Env) -> None:
     assert len(reader.pages) == 3
     text = " ".join(" ".join(page.extract_text() for page in reader.pages).split())  # undo line wrapping
     for needle in ("pneumonia", "normal", "P-001", "chest <b>1<b>&'x'.png", CHEST, "does not replace", "2024-01-02",
-                   "Accuracy", "Decision at threshold 0.400"):
+                   "Accuracy", "Decision at threshold 0.400", "Caution: outside the model's scope"):
         assert needle in text, needle
     one = env.client.get(study["report_url"], params={"image": 1}, headers=env.auth())
     assert len(PdfReader(io.BytesIO(one.content)).pages) == 1

@@ -16,7 +16,7 @@ from pypdf import PdfReader
 
 from cadx.server.app import create_app
 from cadx.server.settings import Settings
-from tests.server.images import png_bytes
+from tests.server.images import dicom_bytes, png_bytes
 from tests.server.live import CHROMIUM_ARGS, chromium_path, real_xray, serve
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright is not installed")
@@ -73,14 +73,16 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     name, content, mime = (xray.name, xray.read_bytes(), "image/jpeg") if xray else ("synthetic.png", png_bytes(),
                                                                                      "image/png")
     page.evaluate(DROP, [name, base64.b64encode(content).decode(), mime])
-    page.set_input_files("#file-input", files=[{"name": EVIL_NAME, "mimeType": "image/png", "buffer": png_bytes(0)}])
-    assert page.locator("#file-list li").count() == 2
+    page.set_input_files("#file-input", files=[{"name": EVIL_NAME, "mimeType": "image/png", "buffer": png_bytes(0)},
+                                               {"name": "ct.dcm", "mimeType": "application/dicom",
+                                                "buffer": dicom_bytes()}])
+    assert page.locator("#file-list li").count() == 3
     page.fill("#patient-id", "BROWSER-1")
     page.click("#recognise")
     page.wait_for_selector(".card .class-name", timeout=60_000)
 
     cards = page.locator(".card")
-    assert cards.count() == 2
+    assert cards.count() == 3
     first = cards.nth(0)
     assert first.locator(".filename").inner_text() == name
     assert first.locator(".class-name").inner_text().lower() in ("normal", "pneumonia")
@@ -91,6 +93,8 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     assert first.locator("details.features").get_attribute("open") is None  # feature maps collapsed
     assert cards.nth(1).locator(".filename").inner_text() == EVIL_NAME  # shown as text...
     assert page.evaluate("window.__xss") is None  # ...never run as HTML
+    assert first.locator(".warning").count() == 0
+    assert "outside the model's scope" in cards.nth(2).locator(".warning").inner_text()  # a CT on a chest X-ray model
     assert "saved" in page.inner_text("#status")
 
     with page.expect_download() as download:
@@ -105,6 +109,6 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     row.wait_for()
     row.locator("a", has_text="Open").click()
     page.wait_for_selector(".card .class-name")
-    assert page.locator(".card").count() == 2
+    assert page.locator(".card").count() == 3
     assert errors == []
     page.close()

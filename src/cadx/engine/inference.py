@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_image
+from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_dicom_metadata, read_image, sniff_image_kind
 from cadx.data.transforms import prepare_image, to_model_input
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.metrics import predicted_indices
+from cadx.engine.scope import scope_warning
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -26,6 +27,7 @@ class FilePrediction:
     file: str
     probabilities: np.ndarray | None  # one value per class
     error: str | None = None
+    warning: str | None = None  # e.g. a DICOM header outside the model's scope
 
 
 class Predictor:
@@ -47,6 +49,16 @@ class Predictor:
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.pre)
 
+    def scope_warning(self, path: str | Path) -> str | None:
+        """Why a DICOM file lies outside this model's category (``cadx.engine.scope``), else None."""
+        if sniff_image_kind(path) != "dicom":
+            return None
+        try:
+            header = read_dicom_metadata(path)
+        except (UnreadableImageError, ValueError, OSError):
+            return None
+        return scope_warning(self.checkpoint.meta.get("category"), header)
+
     @torch.inference_mode()
     def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """uint8 (B, C, S, S) -> probabilities (B, K)."""
@@ -64,10 +76,10 @@ class Predictor:
     def predict_files(self, files: Iterable[Path], batch_size: int = 32,
                       frame: int | None = None) -> Iterator[FilePrediction]:
         """Unreadable files come back with their error; the others still run."""
-        pending: list[tuple[str, np.ndarray]] = []
+        pending: list[tuple[str, np.ndarray, str | None]] = []
         for file in files:
             try:
-                pending.append((str(file), self.prepare(self.read(file, frame))))
+                pending.append((str(file), self.prepare(self.read(file, frame)), self.scope_warning(file)))
             except UnreadableImageError as exc:
                 yield FilePrediction(str(file), None, exc.reason)
                 continue
@@ -76,12 +88,12 @@ class Predictor:
                 pending = []
         yield from self._flush(pending)
 
-    def _flush(self, pending: list[tuple[str, np.ndarray]]) -> Iterator[FilePrediction]:
+    def _flush(self, pending: list[tuple[str, np.ndarray, str | None]]) -> Iterator[FilePrediction]:
         if not pending:
             return
-        probs = self.predict_batch(np.stack([img for _, img in pending]))
-        for (name, _), p in zip(pending, probs, strict=True):
-            yield FilePrediction(name, p)
+        probs = self.predict_batch(np.stack([img for _, img, _ in pending]))
+        for (name, _, warning), p in zip(pending, probs, strict=True):
+            yield FilePrediction(name, p, warning=warning)
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> list[str]:
         """Class names the model asserts: argmax, or the binary/multi-label rule at the threshold."""

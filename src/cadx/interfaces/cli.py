@@ -292,21 +292,26 @@ def export_command(
 
 def _prediction_row(predictor: Predictor, pred: FilePrediction, threshold: float | None) -> dict[str, Any]:
     if pred.probabilities is None:
-        return {"file": pred.file, "prediction": None, "error": pred.error}
+        return {"file": pred.file, "prediction": None, "error": pred.error, "warning": None}
     return {"file": pred.file, "prediction": "|".join(predictor.decide(pred.probabilities, threshold)),
             "probability": float(max(pred.probabilities)),
             **{f"p_{c}": float(p) for c, p in zip(predictor.classes, pred.probabilities, strict=True)},
-            "error": None}
+            "error": None, "warning": pred.warning}
 
 
 def _print_predictions(rows: list[dict[str, Any]], classes: list[str]) -> None:
+    warned = any(r["warning"] for r in rows)
     table = Table()
-    for col in ("file", "prediction", *classes, "error"):
+    for col in ("file", "prediction", *classes, "error", *(["warning"] if warned else [])):
         table.add_column(col)
     for r in rows:
         table.add_row(r["file"], r["prediction"] or "-", *[f"{r[f'p_{c}']:.3f}" if r["prediction"] is not None
-                                                           else "" for c in classes], r["error"] or "")
+                                                           else "" for c in classes], r["error"] or "",
+                      *([r["warning"] or ""] if warned else []))
     console.print(table)
+    if warned:
+        console.print(f"[yellow]{sum(bool(r['warning']) for r in rows)} file(s) outside the model's scope[/] "
+                      "(see the warning column): their results are not meaningful.")
 
 
 def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: Path) -> None:
@@ -314,7 +319,7 @@ def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: P
     if output.suffix.lower() == ".json":
         output.write_text(json.dumps(rows, indent=2))
         return
-    fields = ["file", "prediction", "probability", *[f"p_{c}" for c in classes], "error"]
+    fields = ["file", "prediction", "probability", *[f"p_{c}" for c in classes], "error", "warning"]
     with output.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

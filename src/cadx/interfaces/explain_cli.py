@@ -65,6 +65,7 @@ def explain_command(
     output.mkdir(parents=True, exist_ok=True)
 
     rows: list[tuple[str, str, str, str]] = []
+    warnings: list[tuple[str, str]] = []
     used: set[str] = set()
     started, done = time.perf_counter(), 0
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -87,9 +88,13 @@ def explain_command(
                 (output / f"{stem}_features.png").write_bytes(result.feature_maps_png)
             predicted, p = explainer.predicted(result.probabilities)
             rows.append((str(file), result.target_class, f"{predicted} ({p:.3f})", ""))
+            if warning := predictor.scope_warning(file):
+                warnings.append((str(file), warning))
             done += 1
             progress.advance(task)
     _print_rows(rows)
+    for file, warning in warnings:
+        console.print(f"[yellow]caution[/] {escape(file)}: {escape(warning)}", soft_wrap=True, highlight=False)
     seconds = time.perf_counter() - started
     rate = f" ({1000 * seconds / done:.0f} ms/image)" if done else ""
     console.print(f"explained {done} of {len(files)} file(s) with {explainer.method} at {explainer.layer} in "

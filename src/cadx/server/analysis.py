@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from cadx.data.readers import UnreadableImageError, read_dicom_metadata, read_image, sniff_image_kind
+from cadx.engine.scope import scope_warning
 from cadx.server.model_store import LoadedModel
 
 ALLOWED_KINDS = {"png": "PNG", "jpeg": "JPEG", "dicom": "DICOM"}
@@ -44,6 +45,7 @@ class ImageAnalysis:
     target_class: str | None
     seconds: float
     dicom: dict[str, str] | None
+    warning: str | None  # the DICOM header contradicts the model's category
     files: dict[str, bytes]  # artefact file name -> PNG bytes
 
 
@@ -80,13 +82,14 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
     except UnreadableImageError as exc:
         too_big = "pixels" in exc.reason and "limit" in exc.reason
         raise ImageRejected(exc.reason, status=413 if too_big else 422) from None
-    dicom = None
+    dicom, warning = None, None
     if kind == "dicom":
         try:
             header = read_dicom_metadata(path)
         except (UnreadableImageError, ValueError, OSError):
             header = {}
         dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
+        warning = scope_warning(model.entry.category, header)
     classes = predictor.classes
     start = time.perf_counter()
     with model.lock:
@@ -106,7 +109,7 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
         predicted_class=classes[top], probability=float(probs[top]),
         decision=decision, target_class=explanation.target_class,
-        seconds=seconds, dicom=dicom or None, files=files)
+        seconds=seconds, dicom=dicom or None, warning=warning, files=files)
 
 
 def png_bytes(image: np.ndarray, max_side: int) -> bytes:

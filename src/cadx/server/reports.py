@@ -112,6 +112,8 @@ def _page(study: Study, image: StudyImage, storage: StudyStorage, metrics: dict 
         out.append(Paragraph(f"This file could not be analysed: {e(image.error)}", st["body"]))
         out.append(Paragraph(e(NOTICE), st["notice"]))
         return out
+    if image.warning:
+        out.append(Paragraph(f"<b>Caution:</b> {e(image.warning)}", st["body"]))
     out.append(Paragraph("Image and Grad-CAM heatmap", st["h"]))
     pictures = [_picture(storage.artefact(study.id, image.position, name), 84 * mm) for name in ("image", "overlay")]
     out.append(Table([pictures, [Paragraph("Image", st["body"]),

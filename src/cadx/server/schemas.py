@@ -87,6 +87,8 @@ class ImageResult(BaseModel):
     feature_maps_url: str | None
     original_url: str | None
     dicom: dict[str, str] | None
+    warning: str | None = Field(None, description="Why the result may not apply, e.g. a DICOM header outside the "
+                                                   "model's scope (None when nothing was noticed)")
     error: str | None = Field(description="Why this file was not analysed (None when it was)")
 
 
@@ -161,7 +163,7 @@ def image_result(study_id: int, image: StudyImage) -> ImageResult:
         thumbnail_url=f"{base}/thumbnail.png" if ok else None, image_url=f"{base}/image.png" if ok else None,
         heatmap_url=f"{base}/overlay.png" if ok else None,
         feature_maps_url=f"{base}/features.png" if ok and image.has_features else None,
-        original_url=f"{base}/original" if ok else None, dicom=image.dicom, error=image.error)
+        original_url=f"{base}/original" if ok else None, dicom=image.dicom, warning=image.warning, error=image.error)
 
 
 def study_out(study: Study) -> StudyOut:

@@ -75,6 +75,7 @@ def create_study(ctx: AppContext, user_id: int, model_id: str, threshold: float 
         row.predicted_class, row.probability = result.predicted_class, result.probability
         row.probabilities, row.decision, row.target_class = result.probabilities, result.decision, result.target_class
         row.has_features, row.seconds, row.dicom = "features.png" in result.files, result.seconds, result.dicom
+        row.warning = result.warning
     if len(refused) == len(uploads):
         statuses = {s for _, _, s in refused}
         raise NothingAnalysed([(n, r) for n, r, _ in refused], statuses.pop() if len(statuses) == 1 else 422)

@@ -89,6 +89,7 @@ class StudyImage(Base):
     has_features: Mapped[bool] = mapped_column(Boolean, default=False)
     seconds: Mapped[float | None] = mapped_column(Double)
     dicom: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    warning: Mapped[str | None] = mapped_column(Text)  # analysed, but e.g. outside the model's scope
     error: Mapped[str | None] = mapped_column(Text)
 
     study: Mapped[Study] = relationship(back_populates="images")

@@ -63,6 +63,7 @@ window.cadx = (function () {
           el("p", { class: "prediction" }, el("span", { class: "class-name", text: result.predicted_class }),
             " ", el("span", { class: "prob", text: pct(result.probability) })),
           decision,
+          result.warning ? el("p", { class: "warning", role: "alert", text: "Caution: " + result.warning }) : null,
           el("p", { class: "muted small", text: result.width + "×" + result.height + " " + (result.kind || "").toUpperCase()
             + " · " + result.seconds.toFixed(2) + " s" }))),
       bars(result),

@@ -150,7 +150,10 @@
       if (status === 201) {
         data.results.forEach((r, i) => {
           const item = batch[i];
-          if (item) setFileState(item, r.error ? "not analysed" : r.predicted_class + " " + pct(r.probability), 1, r.error ? "bad" : "ok");
+          if (!item) return;
+          if (r.error) setFileState(item, "not analysed", 1, "bad");
+          else setFileState(item, r.predicted_class + " " + pct(r.probability) + (r.warning ? " (outside the model's scope)" : ""),
+            1, r.warning ? "warn" : "ok");
         });
         const box = el("div", { class: "study" });
         results.prepend(box);
