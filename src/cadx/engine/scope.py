@@ -19,9 +19,10 @@ class Scope:
     trained_on: str  # for the message
 
 
+_CHEST = frozenset({"CHEST", "THORAX", "LUNG"})
 SCOPES: dict[str, Scope] = {
-    "Chest X-ray": Scope(frozenset({"CR", "DX"}), frozenset({"CHEST", "THORAX"}), "chest radiographs (CR or DX)"),
-    "Chest CT": Scope(frozenset({"CT"}), frozenset({"CHEST", "THORAX"}), "chest CT slices"),
+    "Chest X-ray": Scope(frozenset({"CR", "DX"}), _CHEST, "chest radiographs (CR or DX)"),
+    "Chest CT": Scope(frozenset({"CT"}), _CHEST, "chest CT slices"),
     "Brain MRI": Scope(frozenset({"MR"}), frozenset({"BRAIN", "HEAD", "SKULL"}), "brain MRI slices"),
 }
 
