@@ -13,7 +13,7 @@ from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_dicom_m
 from cadx.data.transforms import prepare_image, to_model_input
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.metrics import predicted_indices
-from cadx.engine.scope import scope_warning
+from cadx.engine.scope import SCOPES, scope_warning
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -51,13 +51,14 @@ class Predictor:
 
     def scope_warning(self, path: str | Path) -> str | None:
         """Why a DICOM file lies outside this model's category (``cadx.engine.scope``), else None."""
-        if sniff_image_kind(path) != "dicom":
+        category = self.checkpoint.meta.get("category")
+        if category not in SCOPES or sniff_image_kind(path) != "dicom":  # no file I/O when there is nothing to check
             return None
         try:
             header = read_dicom_metadata(path)
         except (UnreadableImageError, ValueError, OSError):
             return None
-        return scope_warning(self.checkpoint.meta.get("category"), header)
+        return scope_warning(category, header)
 
     @torch.inference_mode()
     def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
