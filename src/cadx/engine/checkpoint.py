@@ -19,6 +19,19 @@ FORMAT_VERSION = 1
 META_KEY = "cadx"
 
 
+# Folder-name prefixes -> category, used when the checkpoint's metadata carries no "category".
+CATEGORY_PREFIXES = (("chest_xray", "Chest X-ray"), ("chest_ct", "Chest CT"), ("brain_mri", "Brain MRI"),
+                     ("pneumoniamnist", "Chest X-ray"))
+
+
+def category_for(model_id: str, meta: dict[str, Any]) -> str:
+    """The task group a model belongs to: its metadata's ``category``, else one read from its name."""
+    if meta.get("category"):
+        return str(meta["category"])
+    name = model_id.lower()
+    return next((label for prefix, label in CATEGORY_PREFIXES if name.startswith(prefix)), "Other")
+
+
 class CheckpointError(ValueError):
     """A file that is not a usable cadx checkpoint."""
 
@@ -48,6 +61,12 @@ class LoadedCheckpoint:
     @property
     def threshold(self) -> float:
         return float(self.meta.get("decision_threshold", 0.5))
+
+    @property
+    def category(self) -> str:
+        """As the server lists it: ``models/<id>/model.ckpt`` or a loose ``<id>.ckpt`` is named ``<id>``."""
+        model_id = self.path.parent.name if self.path.name in RUN_CHECKPOINTS else self.path.stem
+        return category_for(model_id, self.meta)
 
 
 DEFAULT_MODEL = "chest_xray_pneumonia"  # the shipped model used when a command is given images only

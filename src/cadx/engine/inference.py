@@ -51,7 +51,7 @@ class Predictor:
 
     def scope_warning(self, path: str | Path) -> str | None:
         """Why a DICOM file lies outside this model's category (``cadx.engine.scope``), else None."""
-        category = self.checkpoint.meta.get("category")
+        category = self.checkpoint.category
         if category not in SCOPES or sniff_image_kind(path) != "dicom":  # no file I/O when there is nothing to check
             return None
         try:

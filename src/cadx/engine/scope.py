@@ -1,8 +1,9 @@
 """Does a DICOM file fit what a model was trained on? A chest X-ray model still outputs 'NORMAL' or 'PNEUMONIA'
 for a brain MRI; the DICOM header says so before anybody reads the result.
 
-The check compares the header's Modality and BodyPartExamined with the model's category (checkpoint metadata, e.g.
-``category: Chest X-ray``). It only warns: a header field that is absent or a category without a known scope gives
+The check compares the header's Modality and BodyPartExamined with the model's category (its metadata's, e.g.
+``category: Chest X-ray``, else read from its folder name; ``cadx.engine.checkpoint.category_for``, the one the
+server groups models by). It only warns: a header field that is absent or a category without a known scope gives
 no warning, since many exporters leave BodyPartExamined empty and PNG/JPEG files carry no header at all.
 """
 

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cadx.engine.checkpoint import category_for
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAMES = ("model.ckpt", "best.ckpt")
-# Folder-name prefixes -> category, used when the checkpoint's metadata carries no "category".
-CATEGORY_PREFIXES = (("chest_xray", "Chest X-ray"), ("chest_ct", "Chest CT"), ("brain_mri", "Brain MRI"),
-                     ("pneumoniamnist", "Chest X-ray"))
 METRIC_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
 
 
@@ -34,13 +33,6 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:
         return f"unknown model id '{self.model_id}'"
-
-
-def category_for(model_id: str, meta: dict[str, Any]) -> str:
-    if meta.get("category"):
-        return str(meta["category"])
-    name = model_id.lower()
-    return next((label for prefix, label in CATEGORY_PREFIXES if name.startswith(prefix)), "Other")
 
 
 def read_metrics(path: Path) -> dict[str, Any] | None:
