@@ -120,6 +120,19 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     assert only_bad.exit_code == 1
 
 
+def test_predict_probability_is_the_decided_class(trained, tmp_path: Path) -> None:
+    """Above-0.5 pneumonia below a stricter threshold is decided normal; the probability column must be normal's."""
+    data, run = trained
+    out = tmp_path / "pred.json"
+    assert invoke("predict", run, data / "pneumonia", "--output", out, "--threshold", "0.5").exit_code == 0
+    p = max(r["p_pneumonia"] for r in json.loads(out.read_text()) if r["p_pneumonia"] < 1.0)
+    assert p > 0.5, "the fixture model should call some pneumonia image pneumonia without saturating"
+    assert invoke("predict", run, data / "pneumonia", "--output", out, "--threshold", str((p + 1) / 2)).exit_code == 0
+    rows = json.loads(out.read_text())
+    assert any(r["prediction"] == "normal" and r["p_pneumonia"] > 0.5 for r in rows)
+    assert all(r["probability"] == r[f"p_{r['prediction']}"] for r in rows)
+
+
 def test_predict_warns_when_a_dicom_is_outside_the_models_scope(trained, tmp_path: Path) -> None:
     """A chest X-ray model still classifies a brain MRI; the DICOM header says so, and cadx predict passes it on."""
     _, run = trained

@@ -31,6 +31,23 @@ DROP = """([name, b64, type]) => {
   }
 }"""
 EVIL_NAME = "<img src=x onerror=window.__xss=1>.png"
+# A stored result whose most probable class (pneumonia, 0.568) lies below the study's threshold (0.620), rendered by
+# the page's own card code: the headline must be the decision, not the argmax.
+RENDER_BELOW_THRESHOLD = """() => {
+  const box = document.createElement("div");
+  document.body.append(box);
+  const result = { index: 0, filename: "ct_small.dcm", kind: "dicom", width: 128, height: 128, seconds: 0.1,
+    predicted_class: "pneumonia", probability: 0.568, probabilities: { normal: 0.432, pneumonia: 0.568 },
+    decision: "normal", decision_classes: ["normal"], explained_class: "normal", thumbnail_url: "", image_url: "",
+    heatmap_url: "", feature_maps_url: null, original_url: "", dicom: null, warning: null, error: null };
+  window.cadx.renderStudy({ id: 0, created_at: new Date().toISOString(), model_title: "m", model_category: "c",
+    threshold: 0.62, report_url: "", results: [result] }, box);
+  const out = { headline: box.querySelector(".prediction").textContent,
+    decision: box.querySelector(".decision").textContent,
+    top: box.querySelector(".bar-row.top .bar-label").textContent };
+  box.remove();
+  return out;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -110,5 +127,9 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     row.locator("a", has_text="Open").click()
     page.wait_for_selector(".card .class-name")
     assert page.locator(".card").count() == 3
+
+    card = page.evaluate(RENDER_BELOW_THRESHOLD)
+    assert card["headline"] == "normal 43.2 %" and card["top"] == "normal"
+    assert "most probable class, pneumonia (56.8 %), is not asserted" in card["decision"]
     assert errors == []
     page.close()

@@ -293,8 +293,12 @@ def export_command(
 def _prediction_row(predictor: Predictor, pred: FilePrediction, threshold: float | None) -> dict[str, Any]:
     if pred.probabilities is None:
         return {"file": pred.file, "prediction": None, "error": pred.error, "warning": None}
-    return {"file": pred.file, "prediction": "|".join(predictor.decide(pred.probabilities, threshold)),
-            "probability": float(max(pred.probabilities)),
+    decided = predictor.decide(pred.probabilities, threshold)
+    by_class = dict(zip(predictor.classes, pred.probabilities, strict=True))
+    # The probability beside the decision is the decided class's own (binary: below 0.5 when the threshold is), not
+    # the argmax's, so the two columns never disagree; multi-label: the highest decided, empty when none is.
+    return {"file": pred.file, "prediction": "|".join(decided),
+            "probability": float(max(by_class[c] for c in decided)) if decided else None,
             **{f"p_{c}": float(p) for c, p in zip(predictor.classes, pred.probabilities, strict=True)},
             "error": None, "warning": pred.warning}
 

@@ -40,7 +40,7 @@ window.cadx = (function () {
   function bars(result) {
     const entries = Object.entries(result.probabilities || {}).sort((a, b) => b[1] - a[1]);
     return el("div", { class: "bars" }, entries.map(([name, p]) =>
-      el("div", { class: "bar-row" + (name === result.predicted_class ? " top" : "") },
+      el("div", { class: "bar-row" + ((result.decision_classes || []).includes(name) ? " top" : "") },
         el("span", { class: "bar-label", text: name }),
         el("span", { class: "bar" }, el("span", { class: "bar-fill", style: { width: (100 * p).toFixed(1) + "%" } })),
         el("span", { class: "bar-value", text: pct(p) }))));
@@ -53,15 +53,23 @@ window.cadx = (function () {
         el("h3", { class: "filename", text: result.filename }),
         el("p", { class: "error", text: "Not analysed: " + result.error }));
     }
-    const decision = el("p", { class: "decision" },
-      "Decision at threshold " + study.threshold.toFixed(3) + ": ", el("strong", { text: result.decision }));
+    // The headline is the finding asserted at the study's threshold, never the bare argmax: with a threshold chosen
+    // on validation the two can differ, and the larger type must not say the opposite of the decision.
+    const decided = result.decision_classes || [];
+    const headline = decided.length === 1
+      ? [el("span", { class: "class-name", text: decided[0] }), " ",
+         el("span", { class: "prob", text: pct(result.probabilities[decided[0]]) })]
+      : [el("span", { class: "class-name", text: decided.length ? decided.join(", ") : "no finding" })];
+    const decision = el("p", { class: "decision" }, "Decision at threshold " + study.threshold.toFixed(3),
+      decided.includes(result.predicted_class) ? null
+        : el("span", { class: "differs", text: "; the most probable class, " + result.predicted_class + " ("
+          + pct(result.probability) + "), is not asserted at this threshold" }));
     return el("article", { class: "card", "data-filename": result.filename },
       el("div", { class: "card-head" },
         el("img", { class: "thumb", src: result.thumbnail_url, alt: "", width: 96, height: 96 }),
         el("div", {},
           el("h3", { class: "filename", text: result.filename }),
-          el("p", { class: "prediction" }, el("span", { class: "class-name", text: result.predicted_class }),
-            " ", el("span", { class: "prob", text: pct(result.probability) })),
+          el("p", { class: "prediction" }, headline),
           decision,
           result.warning ? el("p", { class: "warning", role: "alert", text: "Caution: " + result.warning }) : null,
           el("p", { class: "muted small", text: result.width + "×" + result.height + " " + (result.kind || "").toUpperCase()

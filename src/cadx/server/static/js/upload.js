@@ -152,7 +152,7 @@
           const item = batch[i];
           if (!item) return;
           if (r.error) setFileState(item, "not analysed", 1, "bad");
-          else setFileState(item, r.predicted_class + " " + pct(r.probability) + (r.warning ? " (outside the model's scope)" : ""),
+          else setFileState(item, r.decision + (r.warning ? " (outside the model's scope)" : ""),
             1, r.warning ? "warn" : "ok");
         });
         const box = el("div", { class: "study" });
