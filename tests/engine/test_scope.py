@@ -1,8 +1,15 @@
-"""The DICOM scope check: warns only on a header that contradicts the model's category."""
+"""The scope check: warns only on a DICOM header or a colour image that contradicts the model's category."""
 
+import numpy as np
 import pytest
 
-from cadx.engine.scope import SCOPES, scope_warning
+from cadx.engine.scope import COLOUR_SPREAD_LIMIT, SCOPES, colour_spread, scope_warning
+
+
+def colour_photo(size: int = 64) -> np.ndarray:
+    """Red-to-blue gradient: nothing an X-ray, CT or MRI scanner writes."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)[None, :].repeat(size, 0)
+    return np.stack([ramp, np.full_like(ramp, 90), 255 - ramp], axis=2).astype(np.uint8)
 
 
 @pytest.mark.parametrize(("category", "header"), [
@@ -34,3 +41,18 @@ def test_every_scope_accepts_its_own_modalities() -> None:
         for modality in scope.modalities:
             for part in scope.body_parts:
                 assert scope_warning(category, {"Modality": modality, "BodyPartExamined": part}) is None
+
+
+def test_colour_image_is_out_of_scope_and_grey_ones_are_not() -> None:
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    grey_rgb = np.repeat(grey[..., None], 3, axis=2)
+    jpeg_noise = np.clip(grey_rgb.astype(np.int16) + rng.integers(-2, 3, grey_rgb.shape), 0, 255).astype(np.uint8)
+    for image in (grey, grey_rgb, jpeg_noise):
+        assert colour_spread(image) < COLOUR_SPREAD_LIMIT
+        assert scope_warning("Chest X-ray", None, image) is None
+    text = scope_warning("Chest X-ray", {}, colour_photo())
+    assert text is not None and "colour image" in text and "chest radiographs" in text
+    both = scope_warning("Brain MRI", {"Modality": "US"}, colour_photo())
+    assert both is not None and "Modality US" in both and "colour image" in both
+    assert scope_warning("Dermatology", {}, colour_photo()) is None  # a category without a known scope

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from cadx.interfaces.cli import app
@@ -142,14 +143,17 @@ def test_predict_warns_when_a_dicom_is_outside_the_models_scope(trained, tmp_pat
     files = {"mri.dcm": ("MR", "HEAD"), "chest.dcm": ("DX", "CHEST"), "no_body_part.dcm": ("CR", None)}
     for name, (modality, body_part) in files.items():
         write_dicom(tmp_path / name, pixels, modality=modality, body_part=body_part)
+    ramp = np.linspace(0, 255, 48, dtype=np.uint8)[None, :].repeat(48, 0)
+    Image.fromarray(np.stack([ramp, 255 - ramp, np.full_like(ramp, 90)], axis=2)).save(tmp_path / "photo.png")
     out = tmp_path / "pred.csv"
-    result = invoke("predict", model, *(tmp_path / name for name in files), "--output", out)
+    result = invoke("predict", model, *(tmp_path / name for name in [*files, "photo.png"]), "--output", out)
     assert result.exit_code == 0, result.output
-    assert "1 file(s) outside the model's scope" in " ".join(result.output.split())
+    assert "2 file(s) outside the model's scope" in " ".join(result.output.split())
     rows = {Path(r["file"]).name: r for r in csv.DictReader(out.open())}
     assert rows["mri.dcm"]["prediction"] in ("normal", "pneumonia")  # still classified, but flagged
     assert "Modality MR" in rows["mri.dcm"]["warning"] and "body part HEAD" in rows["mri.dcm"]["warning"]
     assert rows["chest.dcm"]["warning"] == rows["no_body_part.dcm"]["warning"] == ""
+    assert "colour image" in rows["photo.png"]["warning"]  # a PNG has no header, but its colour gives it away
     plain = invoke("predict", run, tmp_path / "mri.dcm")  # a run without a category: nothing to check against
     assert plain.exit_code == 0 and "outside" not in plain.output
 

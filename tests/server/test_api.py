@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 from datetime import date, timedelta
 
+import numpy as np
 import pytest
+from PIL import Image
 from pypdf import PdfReader
 
 from tests.server.conftest import Env
@@ -129,6 +131,17 @@ def test_upload_result_list_report(env: Env) -> None:
         assert needle in text, needle
     one = env.client.get(study["report_url"], params={"image": 1}, headers=env.auth())
     assert len(PdfReader(io.BytesIO(one.content)).pages) == 1
+
+
+def test_colour_photo_is_flagged_outside_a_chest_models_scope(env: Env) -> None:
+    ramp = np.linspace(0, 255, 48, dtype=np.uint8)[None, :].repeat(48, 0)
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([ramp, 255 - ramp, np.full_like(ramp, 90)], axis=2)).save(buf, format="PNG")
+    r = upload(env, [("holiday.png", buf.getvalue())])
+    assert r.status_code == 201, r.text
+    result = r.json()["results"][0]
+    assert result["error"] is None and result["decision"] in ("normal", "pneumonia")  # still analysed
+    assert "colour image" in result["warning"] and "Chest X-ray" in result["warning"]
 
 
 def test_multiclass_model(env: Env) -> None:

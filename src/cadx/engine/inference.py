@@ -49,16 +49,19 @@ class Predictor:
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.pre)
 
-    def scope_warning(self, path: str | Path) -> str | None:
-        """Why a DICOM file lies outside this model's category (``cadx.engine.scope``), else None."""
+    def scope_warning(self, path: str | Path, image: np.ndarray) -> str | None:
+        """Why a file (its DICOM header, or its decoded ``image`` being in colour) lies outside this model's
+        category (``cadx.engine.scope``), else None."""
         category = self.checkpoint.category
-        if category not in SCOPES or sniff_image_kind(path) != "dicom":  # no file I/O when there is nothing to check
+        if category not in SCOPES:  # no file I/O when there is nothing to check
             return None
-        try:
-            header = read_dicom_metadata(path)
-        except (UnreadableImageError, ValueError, OSError):
-            return None
-        return scope_warning(category, header)
+        header = {}
+        if sniff_image_kind(path) == "dicom":
+            try:
+                header = read_dicom_metadata(path)  # header only: the pixels were decoded already
+            except (UnreadableImageError, ValueError, OSError):
+                header = {}
+        return scope_warning(category, header, image)
 
     @torch.inference_mode()
     def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -80,7 +83,8 @@ class Predictor:
         pending: list[tuple[str, np.ndarray, str | None]] = []
         for file in files:
             try:
-                pending.append((str(file), self.prepare(self.read(file, frame)), self.scope_warning(file)))
+                image = self.read(file, frame)
+                pending.append((str(file), self.prepare(image), self.scope_warning(file, image)))
             except UnreadableImageError as exc:
                 yield FilePrediction(str(file), None, exc.reason)
                 continue

@@ -88,7 +88,7 @@ def explain_command(
                 (output / f"{stem}_features.png").write_bytes(result.feature_maps_png)
             predicted, p = explainer.predicted(result.probabilities)
             rows.append((str(file), result.target_class, f"{predicted} ({p:.3f})", ""))
-            if warning := predictor.scope_warning(file):
+            if warning := predictor.scope_warning(file, image):
                 warnings.append((str(file), warning))
             done += 1
             progress.advance(task)

@@ -82,14 +82,14 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
     except UnreadableImageError as exc:
         too_big = "pixels" in exc.reason and "limit" in exc.reason
         raise ImageRejected(exc.reason, status=413 if too_big else 422) from None
-    dicom, warning = None, None
+    dicom, header = None, {}
     if kind == "dicom":
         try:
             header = read_dicom_metadata(path)
         except (UnreadableImageError, ValueError, OSError):
             header = {}
         dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
-        warning = scope_warning(model.entry.category, header)
+    warning = scope_warning(model.entry.category, header, image)
     classes = predictor.classes
     start = time.perf_counter()
     with model.lock:
