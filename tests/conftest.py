@@ -26,6 +26,12 @@ def synthetic_image(label: int, rng: np.random.Generator, size: int = 48) -> np.
     return img.astype(np.uint8)
 
 
+def colour_photo(size: int = 48) -> np.ndarray:
+    """Red-to-blue gradient (H, W, 3): nothing an X-ray, CT or MRI scanner writes."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)[None, :].repeat(size, 0)
+    return np.stack([ramp, np.full_like(ramp, 90), 255 - ramp], axis=2).astype(np.uint8)
+
+
 def make_class_folders(root: Path, n_per_class: int = 30, *, classes: tuple[str, ...] = ("normal", "pneumonia"),
                        splits: tuple[str, ...] | None = None, seed: int = 0, size: int = 48) -> Path:
     """root/<class>/*.png, or root/<split>/<class>/*.png; file names carry a patient id (two images each)."""

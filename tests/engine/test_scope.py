@@ -4,12 +4,7 @@ import numpy as np
 import pytest
 
 from cadx.engine.scope import COLOUR_SPREAD_LIMIT, SCOPES, colour_spread, scope_warning
-
-
-def colour_photo(size: int = 64) -> np.ndarray:
-    """Red-to-blue gradient: nothing an X-ray, CT or MRI scanner writes."""
-    ramp = np.linspace(0, 255, size, dtype=np.float32)[None, :].repeat(size, 0)
-    return np.stack([ramp, np.full_like(ramp, 90), 255 - ramp], axis=2).astype(np.uint8)
+from tests.conftest import colour_photo
 
 
 @pytest.mark.parametrize(("category", "header"), [

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cadx.interfaces.cli import app
-from tests.conftest import make_class_folders, synthetic_image, write_dicom
+from tests.conftest import colour_photo, make_class_folders, synthetic_image, write_dicom
 
 runner = CliRunner()
 METRIC_KEYS = {"accuracy", "precision", "recall", "specificity", "f1", "auc", "per_class", "confusion_matrix", "ci",
@@ -143,8 +143,7 @@ def test_predict_warns_when_a_dicom_is_outside_the_models_scope(trained, tmp_pat
     files = {"mri.dcm": ("MR", "HEAD"), "chest.dcm": ("DX", "CHEST"), "no_body_part.dcm": ("CR", None)}
     for name, (modality, body_part) in files.items():
         write_dicom(tmp_path / name, pixels, modality=modality, body_part=body_part)
-    ramp = np.linspace(0, 255, 48, dtype=np.uint8)[None, :].repeat(48, 0)
-    Image.fromarray(np.stack([ramp, 255 - ramp, np.full_like(ramp, 90)], axis=2)).save(tmp_path / "photo.png")
+    Image.fromarray(colour_photo()).save(tmp_path / "photo.png")
     out = tmp_path / "pred.csv"
     result = invoke("predict", model, *(tmp_path / name for name in [*files, "photo.png"]), "--output", out)
     assert result.exit_code == 0, result.output

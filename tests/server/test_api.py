@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 from datetime import date, timedelta
 
-import numpy as np
 import pytest
 from PIL import Image
 from pypdf import PdfReader
 
+from tests.conftest import colour_photo
 from tests.server.conftest import Env
 from tests.server.images import (
     corrupt_png,
@@ -134,9 +134,8 @@ def test_upload_result_list_report(env: Env) -> None:
 
 
 def test_colour_photo_is_flagged_outside_a_chest_models_scope(env: Env) -> None:
-    ramp = np.linspace(0, 255, 48, dtype=np.uint8)[None, :].repeat(48, 0)
     buf = io.BytesIO()
-    Image.fromarray(np.stack([ramp, 255 - ramp, np.full_like(ramp, 90)], axis=2)).save(buf, format="PNG")
+    Image.fromarray(colour_photo()).save(buf, format="PNG")
     r = upload(env, [("holiday.png", buf.getvalue())])
     assert r.status_code == 201, r.text
     result = r.json()["results"][0]
