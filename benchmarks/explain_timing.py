@@ -27,11 +27,12 @@ SIZE = 224
 HERE = Path(__file__).resolve().parent
 
 
-def predictor_for(name: str) -> Predictor:
+def predictor_for(name: str, size: int = SIZE) -> Predictor:
+    """A 1-channel, 2-class predictor with seeded random weights (the cost of a forward does not depend on them)."""
     torch.manual_seed(0)
     model = create_model(name, in_channels=1, num_classes=2)
     meta = {"classes": ["NORMAL", "PNEUMONIA"], "task": "multiclass", "positive_index": 1, "decision_threshold": 0.5,
-            "preprocessing": Preprocessing(SIZE, 1).to_dict(),
+            "preprocessing": Preprocessing(size, 1).to_dict(),
             "model": {"name": name, "in_channels": 1, "num_classes": 2, "options": {}}}
     return Predictor(LoadedCheckpoint(model.eval(), meta, Path(f"{name}-random.ckpt")), "cpu")
 
