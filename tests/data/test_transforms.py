@@ -33,3 +33,10 @@ def test_augmentation_is_random_but_keeps_shape() -> None:
     assert a.shape == x.shape
     assert not torch.allclose(torch.as_tensor(a), torch.as_tensor(b))
     assert build_augmentation(None, 32) is None
+
+
+def test_augmentation_is_seeded() -> None:
+    x = torch.rand(1, 32, 32)
+    one, two, other = (build_augmentation(Augmentation(prob=1.0), 32, seed=s) for s in (3, 3, 4))
+    a, b, c = (torch.as_tensor(aug(x)) for aug in (one, two, other))
+    assert torch.equal(a, b) and not torch.allclose(a, c)

@@ -77,8 +77,12 @@ class Augmentation:
     prob: float = 0.8
 
 
-def build_augmentation(aug: Augmentation | None, image_size: int) -> Compose | None:
-    """MONAI random transforms on a (C, S, S) float tensor in [0, 1]; training only."""
+def build_augmentation(aug: Augmentation | None, image_size: int, seed: int = 0) -> Compose | None:
+    """MONAI random transforms on a (C, S, S) float tensor in [0, 1]; training only.
+
+    MONAI transforms draw from their own NumPy generator, which ``seed_everything`` does not reach (unseeded, it
+    starts from OS entropy and a run cannot be repeated), so it is seeded here; DataLoader workers re-seed their
+    copy (``monai.data.utils.worker_init_fn``)."""
     if aug is None:
         return None
     steps = []
@@ -93,4 +97,4 @@ def build_augmentation(aug: Augmentation | None, image_size: int) -> Compose | N
         steps.append(RandScaleIntensity(factors=aug.brightness, prob=aug.prob))
     if aug.contrast:
         steps.append(RandAdjustContrast(prob=aug.prob, gamma=(1 - aug.contrast, 1 + aug.contrast)))
-    return Compose(steps)
+    return Compose(steps).set_random_state(seed=seed)

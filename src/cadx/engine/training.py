@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from monai.data.utils import worker_init_fn
 from torch.utils.data import DataLoader, Sampler
 
 from cadx import __version__
@@ -82,6 +83,7 @@ def _loader(dataset: CachedImageDataset, config: TrainConfig, *, train: bool,
             sampler: Sampler | None = None) -> DataLoader:
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+                      worker_init_fn=worker_init_fn if config.num_workers > 0 else None,  # seeds MONAI transforms
                       drop_last=train and len(dataset) > config.batch_size)
 
 
@@ -120,7 +122,7 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
     num_classes = len(index.classes)
     train_set = CachedImageDataset(decoded["train"], num_classes, index.multilabel,
                                    build_augmentation(Augmentation(flip=config.flip) if config.augment else None,
-                                                      pre.image_size))
+                                                      pre.image_size, seed=config.seed))
     val_set = CachedImageDataset(decoded["val"], num_classes, index.multilabel)
     weights = class_weights(train_set.targets, num_classes) if config.class_weights else None
     sampler = (balanced_sampler(train_set.targets, num_classes, config.seed)
