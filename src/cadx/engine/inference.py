@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +58,8 @@ class Predictor:
             return None
         header = {}
         if sniff_image_kind(path) == "dicom":
-            try:
+            with suppress(UnreadableImageError, ValueError, OSError):  # an unreadable header is no evidence
                 header = read_dicom_metadata(path)  # header only: the pixels were decoded already
-            except (UnreadableImageError, ValueError, OSError):
-                header = {}
         return scope_warning(category, header, image)
 
     @torch.inference_mode()
