@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +50,18 @@ class Predictor:
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.pre)
 
-    def scope_warning(self, path: str | Path, image: np.ndarray) -> str | None:
+    def scope_warning(self, path: str | Path, image: np.ndarray,
+                      header: Mapping[str, object] | None = None) -> str | None:
         """Why a file (its DICOM header, or its decoded ``image`` being in colour) lies outside this model's
-        category (``cadx.engine.scope``), else None."""
+        category (``cadx.engine.scope``), else None. A caller that read the header already passes it."""
         category = self.checkpoint.category
         if category not in SCOPES:  # no file I/O when there is nothing to check
             return None
-        header = {}
-        if sniff_image_kind(path) == "dicom":
-            with suppress(UnreadableImageError, ValueError, OSError):  # an unreadable header is no evidence
-                header = read_dicom_metadata(path)  # header only: the pixels were decoded already
+        if header is None:
+            header = {}
+            if sniff_image_kind(path) == "dicom":
+                with suppress(UnreadableImageError, ValueError, OSError):  # an unreadable header is no evidence
+                    header = read_dicom_metadata(path)  # header only: the pixels were decoded already
         return scope_warning(category, header, image)
 
     @torch.inference_mode()

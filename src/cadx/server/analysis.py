@@ -15,7 +15,6 @@ import numpy as np
 from PIL import Image
 
 from cadx.data.readers import UnreadableImageError, read_dicom_metadata, read_image, sniff_image_kind
-from cadx.engine.scope import scope_warning
 from cadx.server.model_store import LoadedModel
 
 ALLOWED_KINDS = {"png": "PNG", "jpeg": "JPEG", "dicom": "DICOM"}
@@ -89,7 +88,7 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         except (UnreadableImageError, ValueError, OSError):
             header = {}
         dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
-    warning = scope_warning(model.entry.category, header, image)
+    warning = predictor.scope_warning(path, image, header)
     classes = predictor.classes
     start = time.perf_counter()
     with model.lock:
