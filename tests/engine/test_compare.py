@@ -31,8 +31,10 @@ def test_compare_trains_each_entry_and_resumes(tmp_path: Path) -> None:
     for key in ("accuracy", "precision", "recall", "f1", "auc", "accuracy_ci", "auc_ci", "params_m",
                 "ms_per_image_batch1", "train_minutes"):
         assert key in summary["rows"][0]
+    run_machine = json.loads((tmp_path / "out" / "runs" / "simple-cnn-seed0" / "summary.json").read_text())["hardware"]
+    assert summary["hardware"] == [run_machine]  # where the runs trained, not where the table was written
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "Simple CNN" in table and "Some paper" in table and "hardware" in table and "accuracy by seed" in table
+    assert "Simple CNN" in table and "Some paper" in table and "trained on" in table and "accuracy by seed" in table
     assert len({line.count("|") for line in table.splitlines() if line.startswith("|")}) == 1  # aligned columns
     assert (tmp_path / "out" / "results.png").exists()
     ckpt = tmp_path / "out" / "runs" / "simple-cnn-seed0" / "best.ckpt"
@@ -41,3 +43,19 @@ def test_compare_trains_each_entry_and_resumes(tmp_path: Path) -> None:
     assert ckpt.stat().st_mtime == stamp
     assert again["rows"][0]["auc"] == summary["rows"][0]["auc"]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["rows"][1]["options"] == {"hidden": 32}
+
+
+def test_finished_only_tables_the_finished_runs_and_trains_nothing(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "data", 24)
+    plan = {"title": "cut short", "data": "data", "seeds": [0],
+            "train": {"epochs": 1, "image_size": 32, "batch_size": 16, "in_channels": 1},
+            "entries": [{"name": "Simple CNN", "model": "simple_cnn"}]}
+    config = tmp_path / "table.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    compare(config, tmp_path / "out")
+    plan["entries"].append({"name": "Never trained", "model": "small_cnn"})
+    config.write_text(yaml.safe_dump(plan))
+    summary = compare(config, tmp_path / "out", finished_only=True)
+    assert [r["name"] for r in summary["rows"]] == ["Simple CNN"]
+    assert not (tmp_path / "out" / "runs" / "never-trained-seed0").exists()
+    assert "Never trained" not in (tmp_path / "out" / "results.md").read_text()

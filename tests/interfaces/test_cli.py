@@ -182,6 +182,10 @@ def test_resume_continues_and_overwrite_guard(trained, tmp_path: Path) -> None:
                      "--batch-size", "16", "--output", run, "--seed", "1", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 4  # 2 + 1 more epoch
+    epochs = [float(line.split(",")[-1]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    summary = json.loads((run / "summary.json").read_text())  # training time counts the first session's epochs
+    assert summary["earlier_sessions_seconds"] == round(sum(epochs[:2]), 1)
+    assert summary["train_seconds"] >= sum(epochs) - 0.1
 
 
 def test_npz_and_multilabel_csv(tmp_path: Path) -> None:

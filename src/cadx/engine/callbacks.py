@@ -52,3 +52,11 @@ class EpochLog(L.Callback):
 def read_epoch_log(path: Path) -> list[dict[str, float]]:
     with path.open(newline="") as fh:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+
+
+def logged_seconds(path: Path) -> float:
+    """Wall time of the epochs in the log (training + validation passes), 0 without a log; a resumed run's log
+    keeps its earlier sessions' epochs, so this is its whole training time."""
+    if not path.exists():
+        return 0.0
+    return sum(row.get("epoch_seconds", 0.0) for row in read_epoch_log(path))

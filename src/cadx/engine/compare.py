@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cadx.engine.callbacks import logged_seconds
 from cadx.engine.config import build_config
 from cadx.engine.evaluation import evaluate
 from cadx.engine.hardware import describe_hardware
@@ -64,9 +64,13 @@ def load_plan(path: str | Path) -> ComparePlan:
                        anchors=raw.get("anchors", []), notes=raw.get("notes", ""))
 
 
+def run_dir(out: Path, entry: Entry, seed: int) -> Path:
+    return out / "runs" / f"{_slug(entry.name)}-seed{seed}"
+
+
 def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> Path:
     """Train + evaluate one entry and seed into its run folder, unless a finished result is already there."""
-    run = out / "runs" / f"{_slug(entry.name)}-seed{seed}"
+    run = run_dir(out, entry, seed)
     done = run / "test" / "metrics.json"
     if done.exists():
         return run
@@ -74,12 +78,10 @@ def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> Path:
                 "model_options": {**plan.train.get("model_options", {}), **entry.options}}
     config = build_config(plan.recipe, **settings)
     resume = (run / "last.ckpt").exists()
-    started = time.perf_counter()
     result = train(plan.data, config, run, resume=resume, overwrite=not resume)
-    train_seconds = time.perf_counter() - started
     evaluate(run, split="val", output=run / "val")
     metrics = evaluate(run, split="test", output=run / "test")
-    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["train_seconds"] = round(result.seconds, 1)  # earlier sessions of a resumed run included
     metrics["epochs"] = result.epochs_run
     done.write_text(json.dumps(metrics, indent=2))
     return run
@@ -132,13 +134,30 @@ def summarise(plan: ComparePlan, results: dict[str, list[Path]]) -> dict[str, An
         row["params_m"] = runs[0]["params"] / 1e6
         row["ms_per_image_batch1"] = float(np.mean([r["latency_ms"]["batch_1"]["mean"] for r in runs]))
         row["device"] = runs[0]["latency_ms"]["device"]
-        row["train_minutes"] = float(np.mean([r.get("train_seconds", float("nan")) for r in runs])) / 60
+        row["train_minutes"] = float(np.mean([_train_seconds(d, r) for d, r in zip(run_dirs, runs, strict=True)])) / 60
         row["epochs"] = [r.get("epochs") for r in runs]
         row["image_size"] = runs[0]["image_size"]
         rows.append(row)
     return {"title": plan.title, "data": str(plan.data), "seeds": plan.seeds, "train": plan.train,
             "recipe": plan.recipe, "rows": rows, "anchors": plan.anchors, "notes": plan.notes,
-            "hardware": describe_hardware()}
+            "hardware": run_hardware([r for dirs in results.values() for r in dirs])}
+
+
+def run_hardware(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """The distinct machines the runs were trained on (a table may be summarised elsewhere, e.g. off a GPU host)."""
+    machines: list[dict[str, Any]] = []
+    for run in run_dirs:
+        summary = run / "summary.json"
+        hw = json.loads(summary.read_text()).get("hardware") if summary.exists() else None
+        if hw and hw not in machines:
+            machines.append(hw)
+    return machines or [describe_hardware()]
+
+
+def _train_seconds(run: Path, metrics: dict[str, Any]) -> float:
+    """The logged epoch times (whole for a resumed run); without an epoch log, the wall time kept at evaluation."""
+    log = run / "metrics.csv"
+    return logged_seconds(log) if log.exists() else metrics.get("train_seconds", float("nan"))
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -147,15 +166,17 @@ def render_markdown(summary: dict[str, Any]) -> str:
         text = f"{row[m]:.3f}"
         return f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else text
 
-    hw = summary["hardware"]
+    machines = "; ".join(f"{hw['cpu']} ({hw['cores']} cores), GPU: {hw['gpu'] or 'none'}, torch {hw['torch']}"
+                         for hw in summary["hardware"])
     lines = [f"# {summary['title']}", "",
              f"- data: `{summary['data']}`; seeds: {summary['seeds']} unless a row says otherwise; every metric is "
              "the mean over a row's seeds of its test score, in brackets the 95 % bootstrap CI over test images "
              "(1000 resamples; seeds tested on one test set get the same images in each resample); 'accuracy by "
-             "seed' is the min-max over seeds",
+             "seed' is the min-max over seeds; 'train min' sums the logged epoch times (decoding and set-up "
+             "excluded)",
              f"- training: {json.dumps(summary['train'])}" + (f", recipe `{summary['recipe']}`"
                                                                  if summary["recipe"] else ""),
-             f"- hardware: {hw['cpu']} ({hw['cores']} cores), GPU: {hw['gpu'] or 'none'}, torch {hw['torch']}",
+             f"- trained on: {machines}",
              "", "| model | accuracy | precision | recall | specificity | F1 | AUC | accuracy by seed | params (M) "
              "| ms/img (batch 1) | train min | epochs | px | seeds |", "|---" * 14 + "|"]
     for r in summary["rows"]:
@@ -197,13 +218,20 @@ def plot_bars(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def compare(config: str | Path, output: str | Path) -> dict[str, Any]:
+def compare(config: str | Path, output: str | Path, *, finished_only: bool = False) -> dict[str, Any]:
+    """Train what is missing, then write the table; ``finished_only`` trains nothing and tables the finished runs
+    (a table cut short, e.g. when a lent GPU's time ran out, or one trained on another machine)."""
     plan = load_plan(config)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[Path]] = {}
     for entry in plan.entries:
-        results[entry.name] = [run_entry(plan, entry, seed, out) for seed in entry.seeds or plan.seeds]
+        seeds = entry.seeds or plan.seeds
+        if finished_only:
+            runs = [run_dir(out, entry, seed) for seed in seeds]
+            results[entry.name] = [r for r in runs if (r / "test" / "metrics.json").exists()]
+        else:
+            results[entry.name] = [run_entry(plan, entry, seed, out) for seed in seeds]
     summary = summarise(plan, results)
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(render_markdown(summary))

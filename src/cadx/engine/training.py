@@ -26,7 +26,7 @@ from cadx.data.datasets import CachedImageDataset, balanced_sampler, class_weigh
 from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import assign_splits, read_split_file, write_split_file
 from cadx.data.transforms import Augmentation, Preprocessing, build_augmentation
-from cadx.engine.callbacks import EpochLog, read_epoch_log
+from cadx.engine.callbacks import EpochLog, logged_seconds, read_epoch_log
 from cadx.engine.checkpoint import FORMAT_VERSION, load_checkpoint, update_meta
 from cadx.engine.config import TrainConfig
 from cadx.engine.hardware import describe_hardware
@@ -133,6 +133,7 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
     epoch_log = output / "metrics.csv"
     if not resume:
         epoch_log.unlink(missing_ok=True)
+    earlier_seconds = logged_seconds(epoch_log)  # a resumed run's training time counts its earlier sessions too
     best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min", save_last=True,
                            enable_version_counter=False)
     callbacks: list[L.Callback] = [best, EpochLog(epoch_log), RichProgressBar(leave=True)]
@@ -161,8 +162,9 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
     (output / "config.yaml").write_text(yaml.safe_dump(
         {"data": str(index.source), "output": str(output), "cadx_version": __version__, **config.to_dict()},
         sort_keys=False))
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + earlier_seconds
     summary = _summary(index, splits, decoded, skipped, warnings, weights, rows, seconds, threshold, module)
+    summary["earlier_sessions_seconds"] = round(earlier_seconds, 1)
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(output / ".cache", ignore_errors=True)
     return TrainResult(output, best_path, len(rows), float(best.best_model_score or float("nan")), seconds,

@@ -252,11 +252,13 @@ def predict_command(
 def compare_command(
     config: Annotated[Path, typer.Argument(help="YAML: data, train settings, seeds, entries (name, model, options).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for runs and the table.")],
+    finished_only: Annotated[bool, typer.Option(
+        "--finished-only", help="Train nothing: write the table from the runs already finished in OUTPUT.")] = False,
 ) -> None:
     """Train and evaluate every entry x seed of a comparison or ablation; finished entries are resumed."""
     from cadx.engine.compare import compare
 
-    summary = compare(config, output)
+    summary = compare(config, output, finished_only=finished_only)
     table = Table(title=summary["title"])
     for col in ("model", "accuracy", "F1", "AUC", "params (M)", "ms/img", "train min"):
         table.add_column(col)
