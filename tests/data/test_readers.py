@@ -20,6 +20,7 @@ from cadx.data.readers import (
     dicom_to_float,
     is_dicom,
     read_dicom_metadata,
+    read_header_if_dicom,
     read_image,
     sniff_image_kind,
 )
@@ -185,6 +186,17 @@ def test_metadata(tmp_path: Path) -> None:
     assert meta["PatientID"] == "P001" and meta["StudyDate"] == "20240102" and meta["Modality"] == "CT"
     assert meta["BodyPartExamined"] == "CHEST" and "StudyDescription" not in meta
     assert "PatientName" not in meta and all(isinstance(v, str) for v in meta.values())
+
+
+def test_header_if_dicom(tmp_path: Path) -> None:
+    dicom = make_dicom(tmp_path / "m.dcm", CT, BodyPartExamined="CHEST")
+    assert read_header_if_dicom(dicom)["BodyPartExamined"] == "CHEST"
+    png = tmp_path / "x.dcm"  # a PNG named .dcm: content decides, and a PNG has no header
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, format="PNG")
+    assert read_header_if_dicom(png) == {}
+    broken = tmp_path / "broken.dcm"  # DICOM magic, then garbage: no evidence, not an error
+    broken.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    assert sniff_image_kind(broken) == "dicom" and read_header_if_dicom(broken) == {}
 
 
 def test_pil_formats(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ does not exist raises ``FileNotFoundError``.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "dicom_to_float",
     "is_dicom",
     "read_dicom_metadata",
+    "read_header_if_dicom",
     "read_image",
     "sniff_image_kind",
 ]
@@ -44,6 +46,15 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00+", "tiff"),
     (b"BM", "bmp"),
 )
+
+
+def read_header_if_dicom(path: str | Path) -> dict[str, str]:
+    """A DICOM file's header fields; {} for any other file and for a header that cannot be read, which is no
+    evidence either way (the pixels, read separately, decide whether the file is usable)."""
+    if sniff_image_kind(path) == "dicom":
+        with suppress(UnreadableImageError, ValueError, OSError):
+            return read_dicom_metadata(path)
+    return {}
 
 
 def sniff_image_kind(path: str | Path) -> str | None:

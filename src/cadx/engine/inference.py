@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_dicom_metadata, read_image, sniff_image_kind
+from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_header_if_dicom, read_image
 from cadx.data.transforms import prepare_image, to_model_input
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.metrics import predicted_indices
@@ -57,12 +56,7 @@ class Predictor:
         category = self.checkpoint.category
         if category not in SCOPES:  # no file I/O when there is nothing to check
             return None
-        if header is None:
-            header = {}
-            if sniff_image_kind(path) == "dicom":
-                with suppress(UnreadableImageError, ValueError, OSError):  # an unreadable header is no evidence
-                    header = read_dicom_metadata(path)  # header only: the pixels were decoded already
-        return scope_warning(category, header, image)
+        return scope_warning(category, read_header_if_dicom(path) if header is None else header, image)
 
     @torch.inference_mode()
     def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cadx.data.readers import UnreadableImageError, read_dicom_metadata, read_image, sniff_image_kind
+from cadx.data.readers import UnreadableImageError, read_header_if_dicom, read_image, sniff_image_kind
 from cadx.server.model_store import LoadedModel
 
 ALLOWED_KINDS = {"png": "PNG", "jpeg": "JPEG", "dicom": "DICOM"}
@@ -81,13 +81,8 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
     except UnreadableImageError as exc:
         too_big = "pixels" in exc.reason and "limit" in exc.reason
         raise ImageRejected(exc.reason, status=413 if too_big else 422) from None
-    dicom, header = None, {}
-    if kind == "dicom":
-        try:
-            header = read_dicom_metadata(path)
-        except (UnreadableImageError, ValueError, OSError):
-            header = {}
-        dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
+    header = read_header_if_dicom(path)
+    dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
     warning = predictor.scope_warning(path, image, header)
     classes = predictor.classes
     start = time.perf_counter()
