@@ -4,8 +4,10 @@
 #   - .whl/  the wheels it lacks (monai, pydicom, pylibjpeg, pylibjpeg-openjpeg), installed into /tmp/site;
 #   - .gpu/chest_xray_kermany  a byte-for-byte copy of ../shared/datasets/chest_xray_kermany (224 x 224 JPEGs), linked
 #     to ../shared/datasets/ so the tables record the same data path as the CPU tables;
-#   - .gpu/done/TABLE/runs/*  finished runs (no checkpoints) brought back by an earlier machine, so a fresh machine
-#     resumes the table instead of retraining them.
+# Finished runs committed under benchmarks/compare/TABLE/runs (no checkpoints) are copied in first, so a fresh machine
+# resumes a table instead of retraining them. The tool sends at most 64 MiB and the tracked tree is larger (the shipped
+# models), so before a call, here: list models/, docs/ and the 64 px/28 px table folders of benchmarks/compare/ in
+# .git/info/exclude and `git rm -r -q --cached` them; after it, `git reset -q` and empty the exclude file.
 # Runs `cadx compare` on each TABLE (default: the comparison, then the ablation) until BUDGET seconds are spent (an
 # unfinished run resumes from its last.ckpt on the next call while the machine is still warm), then packs every
 # result but the checkpoints into $OUT/results.tgz and, once trained, ResNet-18 as fp16 in 15 MB parts.
@@ -26,7 +28,6 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src PYTHONUNBUFFERED=1 CUBLAS_
 if [ -d .gpu/chest_xray_kermany ] && [ ! -e ../shared/datasets/chest_xray_kermany ]; then
   mkdir -p ../shared/datasets && ln -s "$PWD/.gpu/chest_xray_kermany" ../shared/datasets/chest_xray_kermany
 fi
-[ -d .gpu/done ] && cp -rn .gpu/done/. "$runs/"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$out/log.txt"
 tables=("$@"); [ ${#tables[@]} -gt 0 ] || tables=(kermany_224_comparison kermany_224_ablation)
 deadline=$((SECONDS + budget))
@@ -34,6 +35,7 @@ for table in "${tables[@]}"; do
   left=$((deadline - SECONDS))
   [ "$left" -gt 30 ] || break
   echo "== $table ($left s left) $(date -u +%FT%TZ)" | tee -a "$out/log.txt"
+  [ -d "benchmarks/compare/$table/runs" ] && mkdir -p "$runs/$table" && cp -rn "benchmarks/compare/$table/runs" "$runs/$table/"
   timeout "$left" "$python" -c 'from cadx.interfaces.cli import app; app()' compare \
     "benchmarks/compare/$table.yaml" --output "$runs/$table" 2>&1 | grep -v '━' >> "$out/log.txt"
   for m in "$runs/$table"/runs/*/metrics.csv; do [ -e "$m" ] && { echo "$m"; tail -n 2 "$m"; }; done >> "$out/log.txt"
