@@ -68,11 +68,15 @@ def run_dir(out: Path, entry: Entry, seed: int) -> Path:
     return out / "runs" / f"{_slug(entry.name)}-seed{seed}"
 
 
+def finished(run: Path) -> bool:
+    """A run counts as finished once its test metrics are written (the last step of ``run_entry``)."""
+    return (run / "test" / "metrics.json").exists()
+
+
 def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> Path:
     """Train + evaluate one entry and seed into its run folder, unless a finished result is already there."""
     run = run_dir(out, entry, seed)
-    done = run / "test" / "metrics.json"
-    if done.exists():
+    if finished(run):
         return run
     settings = {**plan.train, **entry.train, "model": entry.model, "seed": seed,
                 "model_options": {**plan.train.get("model_options", {}), **entry.options}}
@@ -83,7 +87,7 @@ def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> Path:
     metrics = evaluate(run, split="test", output=run / "test")
     metrics["train_seconds"] = round(result.seconds, 1)  # earlier sessions of a resumed run included
     metrics["epochs"] = result.epochs_run
-    done.write_text(json.dumps(metrics, indent=2))
+    (run / "test" / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return run
 
 
@@ -228,8 +232,7 @@ def compare(config: str | Path, output: str | Path, *, finished_only: bool = Fal
     for entry in plan.entries:
         seeds = entry.seeds or plan.seeds
         if finished_only:
-            runs = [run_dir(out, entry, seed) for seed in seeds]
-            results[entry.name] = [r for r in runs if (r / "test" / "metrics.json").exists()]
+            results[entry.name] = [r for r in (run_dir(out, entry, seed) for seed in seeds) if finished(r)]
         else:
             results[entry.name] = [run_entry(plan, entry, seed, out) for seed in seeds]
     summary = summarise(plan, results)
