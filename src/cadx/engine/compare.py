@@ -138,7 +138,8 @@ def summarise(plan: ComparePlan, results: dict[str, list[Path]]) -> dict[str, An
         row["params_m"] = runs[0]["params"] / 1e6
         row["ms_per_image_batch1"] = float(np.mean([r["latency_ms"]["batch_1"]["mean"] for r in runs]))
         row["device"] = runs[0]["latency_ms"]["device"]
-        row["train_minutes"] = float(np.mean([_train_seconds(d, r) for d, r in zip(run_dirs, runs, strict=True)])) / 60
+        # the logged epoch times, which a resumed run keeps whole (every run of train() writes the log)
+        row["train_minutes"] = float(np.mean([logged_seconds(d / "metrics.csv") for d in run_dirs])) / 60
         row["epochs"] = [r.get("epochs") for r in runs]
         row["image_size"] = runs[0]["image_size"]
         rows.append(row)
@@ -156,12 +157,6 @@ def run_hardware(run_dirs: list[Path]) -> list[dict[str, Any]]:
         if hw and hw not in machines:
             machines.append(hw)
     return machines or [describe_hardware()]
-
-
-def _train_seconds(run: Path, metrics: dict[str, Any]) -> float:
-    """The logged epoch times (whole for a resumed run); without an epoch log, the wall time kept at evaluation."""
-    log = run / "metrics.csv"
-    return logged_seconds(log) if log.exists() else metrics.get("train_seconds", float("nan"))
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
