@@ -188,6 +188,20 @@ def test_resume_continues_and_overwrite_guard(trained, tmp_path: Path) -> None:
     assert summary["train_seconds"] >= sum(epochs) - 0.1
 
 
+def test_resume_starts_after_the_last_epoch_not_the_best(tmp_path: Path) -> None:
+    """With a learning rate of 0 validation loss never improves after epoch 1: last.ckpt must still follow every
+    epoch, or --resume would re-run epochs and log them twice."""
+    data = make_class_folders(tmp_path / "d", 10)
+    args = ("train", data, "--model", "simple_cnn", "--image-size", "32", "--lr", "0", "--output", tmp_path / "r")
+    assert invoke(*args, "--epochs", "2").exit_code == 0
+    saved = {name: torch.load(tmp_path / "r" / f"{name}.ckpt", map_location="cpu", weights_only=False)["epoch"]
+             for name in ("best", "last")}
+    assert saved == {"best": 0, "last": 1}
+    assert invoke(*args, "--epochs", "3", "--resume").exit_code == 0
+    epochs = [line.split(",")[0] for line in (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]
+
+
 def test_npz_and_multilabel_csv(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 60)

@@ -31,6 +31,9 @@ class TrainConfig:
     step_size: int = 7
     gamma: float = 0.1
     label_smoothing: float = 0.0
+    teachers: list[str] = field(default_factory=list)  # checkpoints to distil: their averaged predictions
+    distill_weight: float = 0.9  # share of the loss given to the teachers' soft targets (the rest: the labels)
+    distill_temperature: float = 4.0  # softens both sides' outputs, as in Hinton et al. 2015
     class_weights: bool = False  # inverse-frequency weighted loss
     balanced_sampler: bool = False  # or draw classes equally often
     early_stopping: int = 10  # patience in epochs on validation loss; 0 disables

@@ -18,6 +18,7 @@ from cadx.data.transforms import Preprocessing, to_model_input
 from cadx.models import create_model, freeze_backbone, load_pretrained_weights
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary heads, as in Szegedy et al. 2015
+Teacher = tuple[nn.Module, Preprocessing]  # a network to distil from, with the preprocessing it was trained on
 
 
 class SmoothedBCEWithLogits(nn.Module):
@@ -31,6 +32,18 @@ class SmoothedBCEWithLogits(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target * (1 - self.smoothing) + 0.5 * self.smoothing
         return nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
+                      multilabel: bool) -> torch.Tensor:
+    """Hinton et al.'s soft-target loss: the student's tempered outputs against the teachers' averaged tempered
+    probabilities, scaled by T^2 so its gradients keep their size whatever the temperature."""
+    scaled = student_logits.float() / temperature
+    if multilabel:
+        loss = nn.functional.binary_cross_entropy_with_logits(scaled, teacher_probs)
+    else:
+        loss = nn.functional.kl_div(torch.log_softmax(scaled, dim=1), teacher_probs, reduction="batchmean")
+    return loss * temperature ** 2
 
 
 class ClassificationModule(L.LightningModule):
@@ -58,6 +71,8 @@ class ClassificationModule(L.LightningModule):
             self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
             self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.multilabel = multilabel
+        # (network, its preprocessing) of each teacher; a plain list, so their weights stay out of this checkpoint
+        self.teachers: list[Teacher] = []
         self.cadx_meta: dict[str, Any] = {}  # filled by the trainer code; written into every checkpoint
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -65,6 +80,18 @@ class ClassificationModule(L.LightningModule):
 
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+    def on_fit_start(self) -> None:
+        for network, _ in self.teachers:
+            network.to(self.device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def teacher_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """The teachers' tempered probabilities on this (augmented) batch, averaged over teachers."""
+        temperature = self.config["distill_temperature"]
+        probs = [self._scores(network(to_model_input(images, pre)).float() / temperature)
+                 for network, pre in self.teachers]
+        return torch.stack(probs).mean(0)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
@@ -74,6 +101,11 @@ class ClassificationModule(L.LightningModule):
             loss = self.criterion(logits, targets) + AUX_LOSS_WEIGHT * sum(self.criterion(a, targets) for a in aux)
         else:
             logits, loss = out, self.criterion(out, targets)
+        if self.teachers:
+            weight = self.config["distill_weight"]
+            soft = distillation_loss(logits, self.teacher_probs(images), self.config["distill_temperature"],
+                                     self.multilabel)
+            loss = (1 - weight) * loss + weight * soft
         self.train_acc(self._scores(logits.detach()), targets.int() if self.multilabel else targets)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(images))

@@ -32,7 +32,7 @@ from cadx.engine.config import TrainConfig
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
 from cadx.engine.metrics import choose_threshold
-from cadx.engine.module import ClassificationModule
+from cadx.engine.module import ClassificationModule, Teacher
 from cadx.engine.plots import plot_training_curves
 from cadx.models import count_parameters, get_model_info
 
@@ -129,14 +129,17 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
                if config.balanced_sampler and not index.multilabel else None)
 
     module = _build_module(config, num_classes, index.multilabel, pre, weights)
+    module.teachers = load_teachers(config, index, pre)
     module.cadx_meta = _meta(index, config, pre, splits, module)
     epoch_log = output / "metrics.csv"
     if not resume:
         epoch_log.unlink(missing_ok=True)
     earlier_seconds = logged_seconds(epoch_log)  # a resumed run's training time counts its earlier sessions too
-    best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min", save_last=True,
+    best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min",
                            enable_version_counter=False)
-    callbacks: list[L.Callback] = [best, EpochLog(epoch_log), RichProgressBar(leave=True)]
+    # Every epoch, so --resume continues where training stopped (Lightning's save_last follows the best only).
+    latest = ModelCheckpoint(dirpath=output, filename="last", enable_version_counter=False)
+    callbacks: list[L.Callback] = [best, latest, EpochLog(epoch_log), RichProgressBar(leave=True)]
     if config.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=config.early_stopping, mode="min"))
     trainer = L.Trainer(
@@ -169,6 +172,27 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
     shutil.rmtree(output / ".cache", ignore_errors=True)
     return TrainResult(output, best_path, len(rows), float(best.best_model_score or float("nan")), seconds,
                        skipped, warnings, summary)
+
+
+def load_teachers(config: TrainConfig, index: DatasetIndex, pre: Preprocessing) -> list[Teacher]:
+    """Checkpoints to distil from; each must predict this data's classes from images prepared the same way (they
+    see the student's augmented batch)."""
+    if config.teachers and not (0.0 <= config.distill_weight <= 1.0 and config.distill_temperature > 0):
+        raise ValueError(f"distillation needs 0 <= weight <= 1 and temperature > 0 (got {config.distill_weight}, "
+                         f"{config.distill_temperature})")
+    teachers = []
+    for path in config.teachers:
+        teacher = load_checkpoint(path)
+        if teacher.classes != list(index.classes) or teacher.multilabel != index.multilabel:
+            raise DatasetError(f"{teacher.path}: this teacher predicts {teacher.classes}, the data has "
+                               f"{list(index.classes)}{' (multi-label)' if index.multilabel else ''}")
+        t = teacher.preprocessing
+        if (t.image_size, t.channels) != (pre.image_size, pre.channels):
+            raise DatasetError(f"{teacher.path}: this teacher takes {t.channels}-channel {t.image_size} px images, "
+                               f"the student {pre.channels}-channel {pre.image_size} px; train the student at the "
+                               "teacher's size")
+        teachers.append((teacher.model, t))
+    return teachers
 
 
 def _check_decoded(index: DatasetIndex, decoded: dict[str, DecodedImages]) -> None:

@@ -125,6 +125,11 @@ def train_command(
     freeze_backbone: Annotated[bool | None, typer.Option("--freeze-backbone/--no-freeze-backbone",
                                                          help="Train the classifier only.")] = None,
     window: Annotated[str | None, typer.Option(help="DICOM window CENTER,WIDTH for every DICOM.")] = None,
+    teacher: Annotated[list[Path] | None, typer.Option(help="Checkpoint or run folder to distil from, repeatable "
+                                                            "(an ensemble's averaged predictions).")] = None,
+    distill_weight: Annotated[float | None, typer.Option(help="Share of the loss on the teachers' soft targets "
+                                                              "(default 0.9).")] = None,
+    distill_temperature: Annotated[float | None, typer.Option(help="Distillation temperature (default 4).")] = None,
     patient_pattern: Annotated[str | None, typer.Option(help="Regex whose first group is the patient id "
                                                              "in file names.")] = None,
     class_names: Annotated[str | None, typer.Option(help="Comma-separated names for .npz class indices.")] = None,
@@ -145,7 +150,8 @@ def train_command(
     config = build_config(
         recipe, model=model, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed,
         split_seed=split_seed, lr=lr, weight_decay=weight_decay, optimizer=optimizer, scheduler=scheduler,
-        label_smoothing=label_smoothing,
+        label_smoothing=label_smoothing, distill_weight=distill_weight, distill_temperature=distill_temperature,
+        teachers=[str(t) for t in teacher] if teacher else None,
         class_weights=class_weights, balanced_sampler=balanced_sampler, early_stopping=early_stopping,
         augment=augment, flip=flip, in_channels=in_channels, model_options=_parse_options(model_option),
         weights=str(weights) if weights else None, freeze_backbone=freeze_backbone, window=_parse_window(window),
