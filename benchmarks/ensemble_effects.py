@@ -62,7 +62,8 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--top", type=int, nargs="+", default=None,
-                        help="ensemble the K runs with the lowest val log-loss (one ensemble per K; default: all)")
+                        help="ensemble the K runs with the lowest val log-loss (one ensemble per K; default: all; "
+                             "0: none)")
     parser.add_argument("--note", default="", help="data, resolution, epochs, seeds: written into results.json")
     args = parser.parse_args()
     missing = [str(p) for p in args.runs if not any(p.glob("*.ckpt"))]
@@ -75,7 +76,7 @@ def main() -> None:
     ranked = sorted(zip(singles, args.runs, strict=True), key=lambda pair: pair[0]["val"]["log_loss"])
     best_name, best_run = ranked[0][0]["name"], ranked[0][1]
     averaged = [{"name": f"{best_name} + flip TTA", **measure([best_run], True, work / "best_tta")}]
-    for k in sorted(set(args.top or [len(ranked)])):
+    for k in sorted(k for k in set(args.top or [len(ranked)]) if k > 1):  # --top 0: single runs and TTA only
         members, tag = [run for _, run in ranked[:k]], "" if k == len(ranked) else f"_top{k}"
         averaged += [{"name": f"ensemble of {k}", **measure(members, False, work / f"ensemble{tag}")},
                      {"name": f"ensemble of {k} + flip TTA", **measure(members, True, work / f"ensemble{tag}_tta")}]
