@@ -2,6 +2,7 @@
 # Distil an ensemble of two Kermany ResNet-18s into one (benchmarks/kermany_distill/PROTOCOL.md): train the second
 # teacher, measure the teachers' ensemble, train the student against both and a control without teachers, then put
 # student, control and shipped model side by side. Finished steps are skipped, so the script can be re-run.
+# Teacher 1 is the shipped chest model as it was when this ran (seed 2 of benchmarks/kermany_seeds.sh).
 # Usage: benchmarks/kermany_distill.sh [KERMANY_DIR]   (about 1.5 hours on 2 CPU cores)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
