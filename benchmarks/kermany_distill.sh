@@ -30,5 +30,6 @@ done_ kermany_distill results.json ||
 done_ kermany_resnet18_128_distilled_seed6 ||
   "$here/record_run.sh" kermany_resnet18_128_distilled_seed6 "$data" "${recipe[@]}" --seed 6 \
     --teacher "${teachers[0]}" --teacher "${teachers[1]}" --distill-weight 0.9 --distill-temperature 4
-"$python" "$here/ensemble_effects.py" kermany_distill_seed6 "$root/runs/kermany_resnet18_128_distilled_seed6" --top 0 \
-  --note "Kermany 128 px grey; second student (seed 6, 10 epochs) distilled from the same 2 teachers"
+done_ kermany_distill_seed6 results.json ||
+  "$python" "$here/ensemble_effects.py" kermany_distill_seed6 "$root/runs/kermany_resnet18_128_distilled_seed6" --top 0 \
+    --note "Kermany 128 px grey; second student (seed 6, 10 epochs) distilled from the same 2 teachers"

@@ -15,10 +15,10 @@ from torchmetrics.classification import (
 )
 
 from cadx.data.transforms import Preprocessing, to_model_input
+from cadx.engine.checkpoint import LoadedCheckpoint
 from cadx.models import create_model, freeze_backbone, load_pretrained_weights
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary heads, as in Szegedy et al. 2015
-Teacher = tuple[nn.Module, Preprocessing]  # a network to distil from, with the preprocessing it was trained on
 
 
 class SmoothedBCEWithLogits(nn.Module):
@@ -71,8 +71,8 @@ class ClassificationModule(L.LightningModule):
             self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
             self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.multilabel = multilabel
-        # (network, its preprocessing) of each teacher; a plain list, so their weights stay out of this checkpoint
-        self.teachers: list[Teacher] = []
+        # checkpoints to distil from; a plain list, so their weights stay out of this module's checkpoint
+        self.teachers: list[LoadedCheckpoint] = []
         self.cadx_meta: dict[str, Any] = {}  # filled by the trainer code; written into every checkpoint
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -82,15 +82,15 @@ class ClassificationModule(L.LightningModule):
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
     def on_fit_start(self) -> None:
-        for network, _ in self.teachers:
-            network.to(self.device).eval().requires_grad_(False)
+        for teacher in self.teachers:
+            teacher.model.to(self.device).eval().requires_grad_(False)
 
     @torch.no_grad()
     def teacher_probs(self, images: torch.Tensor) -> torch.Tensor:
         """The teachers' tempered probabilities on this (augmented) batch, averaged over teachers."""
         temperature = self.config["distill_temperature"]
-        probs = [self._scores(network(to_model_input(images, pre)).float() / temperature)
-                 for network, pre in self.teachers]
+        probs = [self._scores(t.model(to_model_input(images, t.preprocessing)).float() / temperature)
+                 for t in self.teachers]
         return torch.stack(probs).mean(0)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -27,12 +27,12 @@ from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import assign_splits, read_split_file, write_split_file
 from cadx.data.transforms import Augmentation, Preprocessing, build_augmentation
 from cadx.engine.callbacks import EpochLog, logged_seconds, read_epoch_log
-from cadx.engine.checkpoint import FORMAT_VERSION, load_checkpoint, update_meta
+from cadx.engine.checkpoint import FORMAT_VERSION, LoadedCheckpoint, load_checkpoint, update_meta
 from cadx.engine.config import TrainConfig
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
 from cadx.engine.metrics import choose_threshold
-from cadx.engine.module import ClassificationModule, Teacher
+from cadx.engine.module import ClassificationModule
 from cadx.engine.plots import plot_training_curves
 from cadx.models import count_parameters, get_model_info
 
@@ -174,7 +174,7 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
                        skipped, warnings, summary)
 
 
-def load_teachers(config: TrainConfig, index: DatasetIndex, pre: Preprocessing) -> list[Teacher]:
+def load_teachers(config: TrainConfig, index: DatasetIndex, pre: Preprocessing) -> list[LoadedCheckpoint]:
     """Checkpoints to distil from; each must predict this data's classes from images prepared the same way (they
     see the student's augmented batch)."""
     if config.teachers and not (0.0 <= config.distill_weight <= 1.0 and config.distill_temperature > 0):
@@ -191,7 +191,7 @@ def load_teachers(config: TrainConfig, index: DatasetIndex, pre: Preprocessing) 
             raise DatasetError(f"{teacher.path}: this teacher takes {t.channels}-channel {t.image_size} px images, "
                                f"the student {pre.channels}-channel {pre.image_size} px; train the student at the "
                                "teacher's size")
-        teachers.append((teacher.model, t))
+        teachers.append(teacher)
     return teachers
 
 
