@@ -202,6 +202,20 @@ def test_resume_starts_after_the_last_epoch_not_the_best(tmp_path: Path) -> None
     assert epochs == ["1", "2", "3"]
 
 
+def test_time_budget_never_cuts_an_epoch(tmp_path: Path) -> None:
+    """A budget spent after the first batch still ends on a whole, validated epoch: a cut epoch would be logged as a
+    whole one, and --resume would continue inside it."""
+    data = make_class_folders(tmp_path / "d", 10)
+    result = invoke("train", data, "--model", "simple_cnn", "--image-size", "32", "--batch-size", "2",
+                    "--epochs", "3", "--max-minutes", "0.00001", "--output", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1:]
+    last = torch.load(tmp_path / "r" / "last.ckpt", map_location="cpu", weights_only=False)
+    train_images = sum(1 for line in (tmp_path / "r" / "split.csv").read_text().splitlines() if line.endswith(",train"))
+    assert len(rows) == 1 and last["epoch"] == 0
+    assert last["global_step"] == train_images // 2 > 1  # every batch of the epoch ran (the last partial one dropped)
+
+
 def test_npz_and_multilabel_csv(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 60)

@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
 from monai.data.utils import worker_init_fn
 from torch.utils.data import DataLoader, Sampler
 
@@ -142,10 +142,13 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
     callbacks: list[L.Callback] = [best, latest, EpochLog(epoch_log), RichProgressBar(leave=True)]
     if config.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=config.early_stopping, mode="min"))
+    if config.max_minutes:
+        # Checked after each validated epoch, never mid-epoch: a cut epoch would be logged as a whole one and a
+        # resume would continue inside it. The budget may overrun by up to one epoch.
+        callbacks.append(Timer(timedelta(minutes=config.max_minutes), interval="epoch", verbose=False))
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=1, precision=_precision(config),
         callbacks=callbacks, logger=False, default_root_dir=output, deterministic="warn",
-        max_time=timedelta(minutes=config.max_minutes) if config.max_minutes else None,
         log_every_n_steps=10, num_sanity_val_steps=0, enable_model_summary=False)
     last = output / "last.ckpt"
     trainer.fit(module, _loader(train_set, config, train=True, sampler=sampler),

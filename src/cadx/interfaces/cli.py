@@ -137,7 +137,8 @@ def train_command(
     drop_duplicates: Annotated[bool | None, typer.Option("--drop-duplicates/--keep-duplicates",
                                                          help="Keep one copy of byte-identical images.")] = None,
     num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop fitting after this many minutes.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        help="Wall-clock budget: stop after the first epoch that ends past it (epochs are never cut).")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, 32-true, bf16-mixed, 16-mixed.")] = None,
     split_file: Annotated[Path | None, typer.Option(help="Replay the split.csv of an earlier run.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.ckpt.")] = False,
