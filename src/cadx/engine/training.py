@@ -114,6 +114,7 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
         log.warning(w)
     write_split_file(output / "split.csv", splits)
     pre = resolve_preprocessing(config)
+    teachers = load_teachers(config, index, pre)  # before decoding: a wrong teacher fails in seconds
     decoded = {name: decode_records(index, splits[name], pre, description=f"Decoding {name} images",
                                     cache_dir=output / ".cache" / name) for name in ("train", "val")}
     skipped = decoded["train"].skipped + decoded["val"].skipped
@@ -129,7 +130,7 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
                if config.balanced_sampler and not index.multilabel else None)
 
     module = _build_module(config, num_classes, index.multilabel, pre, weights)
-    module.teachers = load_teachers(config, index, pre)
+    module.teachers = teachers
     module.cadx_meta = _meta(index, config, pre, splits, module)
     epoch_log = output / "metrics.csv"
     if not resume:

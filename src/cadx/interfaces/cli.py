@@ -19,6 +19,7 @@ from cadx.data.cache import progress_bar
 from cadx.data.readers import UnreadableImageError
 from cadx.data.sources import DatasetError
 from cadx.engine.checkpoint import CheckpointError
+from cadx.engine.config import TrainConfig, build_config
 
 if TYPE_CHECKING:  # the engine is imported lazily so that `cadx --help` stays fast
     from cadx.engine.inference import FilePrediction, Predictor
@@ -128,8 +129,9 @@ def train_command(
     teacher: Annotated[list[Path] | None, typer.Option(help="Checkpoint or run folder to distil from, repeatable "
                                                             "(an ensemble's averaged predictions).")] = None,
     distill_weight: Annotated[float | None, typer.Option(help="Share of the loss on the teachers' soft targets "
-                                                              "(default 0.9).")] = None,
-    distill_temperature: Annotated[float | None, typer.Option(help="Distillation temperature (default 4).")] = None,
+                                                              f"(default {TrainConfig.distill_weight}).")] = None,
+    distill_temperature: Annotated[float | None, typer.Option(
+        help=f"Distillation temperature (default {TrainConfig.distill_temperature}).")] = None,
     patient_pattern: Annotated[str | None, typer.Option(help="Regex whose first group is the patient id "
                                                              "in file names.")] = None,
     class_names: Annotated[str | None, typer.Option(help="Comma-separated names for .npz class indices.")] = None,
@@ -145,7 +147,6 @@ def train_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in OUTPUT.")] = False,
 ) -> None:
     """Train a model on labelled images; writes best.ckpt, last.ckpt, config.yaml, metrics.csv, curves.png."""
-    from cadx.engine.config import build_config
     from cadx.engine.training import train
 
     config = build_config(
