@@ -38,8 +38,8 @@ def measure(members: list[Path], tta: bool, folder: Path) -> dict:
         entry[split] = {k: m[k] for k in KEYS} | {"ci": m["ci"], "n_images": m["n_images"],
                                                   "ms_per_image_batch_1": m["latency_ms"]["batch_1"]["mean"]}
     data = np.genfromtxt(folder / "val" / "predictions.csv", delimiter=",", skip_header=1)[:, 1:]
-    entry["val"]["log_loss"] = float(log_loss(data[:, 0].astype(int), data[:, 1:],
-                                              labels=list(range(data.shape[1] - 1))))
+    probs = data[:, 1:] / data[:, 1:].sum(axis=1, keepdims=True)  # the CSV's 6 decimals leave sums of 1 ± 1e-6
+    entry["val"]["log_loss"] = float(log_loss(data[:, 0].astype(int), probs, labels=list(range(probs.shape[1]))))
     return entry
 
 

@@ -59,3 +59,27 @@ def test_finished_only_tables_the_finished_runs_and_trains_nothing(tmp_path: Pat
     assert [r["name"] for r in summary["rows"]] == ["Simple CNN"]
     assert not (tmp_path / "out" / "runs" / "never-trained-seed0").exists()
     assert "Never trained" not in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_rows_trained_on_different_machines_say_where_and_with_which_settings(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "data", 24)
+    config = tmp_path / "table.yaml"
+    config.write_text(yaml.safe_dump({
+        "title": "two hosts", "data": "data", "seeds": [0],
+        "train": {"epochs": 1, "image_size": 32, "batch_size": 16, "in_channels": 1},
+        "entries": [{"name": "Simple CNN", "model": "simple_cnn"},
+                    {"name": "Small CNN", "model": "small_cnn", "train": {"label_smoothing": 0.1}}]}))
+    compare(config, tmp_path / "out")
+    single_host = (tmp_path / "out" / "results.md").read_text()
+    assert "cores)" not in single_host.split("| model |")[1]  # one machine: said once, above the table
+    summary_file = tmp_path / "out" / "runs" / "simple-cnn-seed0" / "summary.json"
+    record = json.loads(summary_file.read_text())
+    record["hardware"] = {**record["hardware"], "gpu": "Lent GPU 80GB"}  # as if this run came back from a GPU host
+    summary_file.write_text(json.dumps(record))
+    summary = compare(config, tmp_path / "out", finished_only=True)
+    assert summary["rows"][0]["trained_on"] == ["Lent GPU 80GB"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| Simple") or
+            line.startswith("| Small")}
+    assert "(Lent GPU 80GB)" in rows["| Simple CNN"] and "cores)" in rows["| Small CNN"]
+    assert 'Small CNN: {"label_smoothing": 0.1}' in table

@@ -127,7 +127,7 @@ def summarise(plan: ComparePlan, results: dict[str, list[Path]]) -> dict[str, An
             continue
         runs = [json.loads((r / "test" / "metrics.json").read_text()) for r in run_dirs]
         row: dict[str, Any] = {"name": entry.name, "model": entry.model, "options": entry.options,
-                               "seeds": len(runs)}
+                               "train": entry.train, "seeds": len(runs)}
         ci = seed_mean_ci(run_dirs, runs) or {}
         for m in METRICS:
             values = [r[m] for r in runs]
@@ -142,6 +142,7 @@ def summarise(plan: ComparePlan, results: dict[str, list[Path]]) -> dict[str, An
         row["train_minutes"] = float(np.mean([logged_seconds(d / "metrics.csv") for d in run_dirs])) / 60
         row["epochs"] = [r.get("epochs") for r in runs]
         row["image_size"] = runs[0]["image_size"]
+        row["trained_on"] = [machine_label(hw) for hw in run_hardware(run_dirs)]
         rows.append(row)
     return {"title": plan.title, "data": str(plan.data), "seeds": plan.seeds, "train": plan.train,
             "recipe": plan.recipe, "rows": rows, "anchors": plan.anchors, "notes": plan.notes,
@@ -157,6 +158,11 @@ def run_hardware(run_dirs: list[Path]) -> list[dict[str, Any]]:
         if hw and hw not in machines:
             machines.append(hw)
     return machines or [describe_hardware()]
+
+
+def machine_label(hw: dict[str, Any]) -> str:
+    """A short name for where a run trained: its GPU, else its CPU and cores."""
+    return hw["gpu"] or f"{hw['cpu']}, {hw['cores']} cores"
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -178,15 +184,20 @@ def render_markdown(summary: dict[str, Any]) -> str:
              f"- trained on: {machines}",
              "", "| model | accuracy | precision | recall | specificity | F1 | AUC | accuracy by seed | params (M) "
              "| ms/img (batch 1) | train min | epochs | px | seeds |", "|---" * 14 + "|"]
+    mixed = len(summary["hardware"]) > 1  # rows trained on different machines: each train time says where
     for r in summary["rows"]:
         spread = "{:.3f}-{:.3f}".format(*r["accuracy_range"]) if r["seeds"] > 1 else "-"
+        where = f" ({'; '.join(r.get('trained_on', []))})" if mixed else ""
         lines.append(f"| {r['name']} | " + " | ".join(cell(r, m) for m in METRICS) + f" | {spread} | "
                      f"{r['params_m']:.2f} | {r['ms_per_image_batch1']:.2f} ({r['device']}) | "
-                     f"{r['train_minutes']:.1f} | {r['epochs']} | {r['image_size']} | {r['seeds']} |")
+                     f"{r['train_minutes']:.1f}{where} | {r['epochs']} | {r['image_size']} | {r['seeds']} |")
     for a in summary["anchors"]:
         lines.append(f"| *{a['name']}* (published) | {a.get('accuracy', '-')} | - | {a.get('recall', '-')} | "
                      f"{a.get('specificity', '-')} | - | {a.get('auc', '-')} | - | - | - | - | - | "
                      f"{a.get('image_size', '-')} | - |")
+    overrides = [f"{r['name']}: {json.dumps(r['train'])}" for r in summary["rows"] if r.get("train")]
+    if overrides:
+        lines += ["", "Rows with their own training settings (over the plan's): " + "; ".join(overrides) + "."]
     if summary["rows"]:
         best = max(summary["rows"], key=lambda r: r["auc"])
         lines += ["", f"Highest test AUC: **{best['name']}** ({best['auc']:.3f}). Models are selected on validation "
