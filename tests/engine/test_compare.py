@@ -83,3 +83,26 @@ def test_rows_trained_on_different_machines_say_where_and_with_which_settings(tm
             line.startswith("| Small")}
     assert "(Lent GPU 80GB)" in rows["| Simple CNN"] and "cores)" in rows["| Small CNN"]
     assert 'Small CNN: {"label_smoothing": 0.1}' in table
+
+
+def test_multilabel_rows_get_the_seed_mean_interval(tmp_path: Path) -> None:
+    folder = make_class_folders(tmp_path / "imgs", 12)
+    files = sorted(folder.rglob("*.png"))
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{f.relative_to(tmp_path)},{'effusion|mass' if i % 3 == 0 else ('mass' if i % 3 == 1 else 'nodule')}\n"
+        for i, f in enumerate(files)))
+    config = tmp_path / "table.yaml"
+    config.write_text(yaml.safe_dump({
+        "title": "multi-label", "data": "labels.csv", "seeds": [0, 1],
+        "train": {"epochs": 1, "image_size": 28, "batch_size": 16, "in_channels": 1, "patient_pattern": ""},
+        "entries": [{"name": "Small CNN", "model": "small_cnn"}]}))
+    summary = compare(config, tmp_path / "out")
+    row = summary["rows"][0]
+    for m in ("accuracy", "f1", "auc"):
+        low, high = row[f"{m}_ci"]
+        assert low <= row[m] <= high, m
+    assert row["precision_ci"] is None  # no interval is claimed where none was computed
+    with (tmp_path / "out" / "runs" / "small-cnn-seed0" / "test" / "predictions.csv").open() as fh:
+        targets = {line.split(",")[1] for line in fh.readlines()[1:]}
+    assert targets <= {"effusion|mass", "mass", "nodule"}  # the manifest's own spelling of the labels

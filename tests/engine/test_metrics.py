@@ -109,3 +109,17 @@ def test_seed_mean_interval_counts_shared_test_noise_once(binary) -> None:
     independent = mean_bootstrap_ci([run, run], 1, 400, 0, shared_images=False)
     for key in ("accuracy", "auc"):  # two independent test sets average their noise: a narrower interval
         assert independent[key][1] - independent[key][0] < 0.85 * (single[key][1] - single[key][0])
+
+
+def test_multilabel_interval_of_a_seed_mean_over_shared_images() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, (150, 3))
+    probs = np.clip(0.4 * y + rng.uniform(0, 0.6, (150, 3)), 0, 1)
+    pred = (probs >= 0.5).astype(int)
+    single = multilabel_metrics(y, probs, ["a", "b", "c"], n_bootstrap=200)["ci"]
+    assert set(single) == {"accuracy", "f1", "auc"}
+    assert mean_bootstrap_ci([(y, probs, pred)] * 2, None, 200, 0, multilabel=True) == single
+    worse = np.clip(probs + rng.normal(0, 0.4, probs.shape), 0, 1)
+    mixed = mean_bootstrap_ci([(y, probs, pred), (y, worse, (worse >= 0.5).astype(int))], None, 200, 0,
+                              multilabel=True)
+    assert mixed["auc"][1] < single["auc"][1]  # the mean over a weaker run is lower

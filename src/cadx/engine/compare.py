@@ -92,27 +92,30 @@ def run_entry(plan: ComparePlan, entry: Entry, seed: int, out: Path) -> Path:
 
 
 def seed_mean_ci(runs: list[Path], metrics: list[dict[str, Any]],
-                 n_bootstrap: int = N_BOOTSTRAP) -> dict[str, list[float]] | None:
+                 n_bootstrap: int = N_BOOTSTRAP) -> dict[str, list[float]]:
     """Bootstrap 95 % intervals (over test images) of the mean over seeds, from each run's test predictions.
 
-    ``metrics`` are the runs' test metrics.json. Multi-label runs keep no pooled interval (one seed: its own;
-    several: none).
+    ``metrics`` are the runs' test metrics.json.
     """
-    if metrics[0].get("task") == "multilabel":
-        return metrics[0]["ci"] if len(runs) == 1 else None
+    multilabel = metrics[0].get("task") == "multilabel"
     # metrics.json written before "positive_index" existed: training makes class 1 the positive one of two
-    positive = metrics[0].get("positive_index", 1 if len(metrics[0]["classes"]) == 2 else None)
+    positive = None if multilabel else metrics[0].get("positive_index", 1 if len(metrics[0]["classes"]) == 2 else None)
     tables, files = [], []
     for run, m in zip(runs, metrics, strict=True):
         with (run / "test" / "predictions.csv").open(newline="") as fh:
             rows = list(csv.DictReader(fh))
-        y = np.array([int(r["target"]) for r in rows])
         probs = np.array([[float(r[f"p_{c}"]) for c in m["classes"]] for r in rows])
         threshold = 0.5 if m.get("threshold") is None else m["threshold"]
-        tables.append((y, probs, predicted_indices(probs, positive, threshold)))
+        if multilabel:
+            y = np.array([[int(c in r["target"].split("|")) for c in m["classes"]] for r in rows])
+            pred = (probs >= threshold).astype(int)
+        else:
+            y = np.array([int(r["target"]) for r in rows])
+            pred = predicted_indices(probs, positive, threshold)
+        tables.append((y, probs, pred))
         files.append([r["file"] for r in rows])
     shared = all(f == files[0] for f in files)
-    return mean_bootstrap_ci(tables, positive, n_bootstrap, shared_images=shared)
+    return mean_bootstrap_ci(tables, positive, n_bootstrap, shared_images=shared, multilabel=multilabel)
 
 
 def _slug(name: str) -> str:
@@ -128,7 +131,7 @@ def summarise(plan: ComparePlan, results: dict[str, list[Path]]) -> dict[str, An
         runs = [json.loads((r / "test" / "metrics.json").read_text()) for r in run_dirs]
         row: dict[str, Any] = {"name": entry.name, "model": entry.model, "options": entry.options,
                                "train": entry.train, "seeds": len(runs)}
-        ci = seed_mean_ci(run_dirs, runs) or {}
+        ci = seed_mean_ci(run_dirs, runs)
         for m in METRICS:
             values = [r[m] for r in runs]
             row[m] = float(np.mean(values))

@@ -161,6 +161,13 @@ def validation_threshold(predictor: Predictor, batch_size: int = 64) -> float:
                             predictor.checkpoint.positive_index)
 
 
+def target_cell(target: int | tuple[int, ...], classes: list[str]) -> str | int:
+    """predictions.csv's target: the class index, or a multi-label image's labels as the manifest writes them."""
+    if isinstance(target, int):
+        return target
+    return "|".join(c for c, v in zip(classes, target, strict=True) if v)
+
+
 def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.ndarray, records: list[Record],
                    index: DatasetIndex, ckpt: LoadedCheckpoint) -> None:
     classes = ckpt.classes
@@ -169,7 +176,7 @@ def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.
         writer = csv.writer(fh)
         writer.writerow(["file", "target", *[f"p_{c}" for c in classes]])
         for r, p in zip(records, probs, strict=True):
-            writer.writerow([r.key, r.target, *[f"{v:.6f}" for v in p]])
+            writer.writerow([r.key, target_cell(r.target, classes), *[f"{v:.6f}" for v in p]])
     if not ckpt.multilabel:
         cm = np.array(metrics["confusion_matrix"])
         plot_confusion_matrix(cm, classes, out / "confusion_matrix.png",

@@ -21,6 +21,7 @@ from sklearn.metrics import (
 
 N_BOOTSTRAP = 1000
 HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
+MULTILABEL_CI = ("accuracy", "f1", "auc")  # the multi-label metrics given bootstrap intervals
 
 
 def predicted_indices(probs: np.ndarray, positive_index: int | None, threshold: float) -> np.ndarray:
@@ -105,26 +106,37 @@ def bootstrap_ci(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, positive_in
 
 
 def mean_bootstrap_ci(runs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], positive_index: int | None,
-                      n: int = N_BOOTSTRAP, seed: int = 0, *, shared_images: bool = True) -> dict[str, list[float]]:
+                      n: int = N_BOOTSTRAP, seed: int = 0, *, shared_images: bool = True,
+                      multilabel: bool = False) -> dict[str, list[float]]:
     """95 % intervals of the mean over several runs (seeds) of each headline metric; runs are (y, probs, pred).
 
     When the runs were tested on the same images, every resample draws the same images for all of them: the test
     set's sampling noise is shared by the runs and must not be averaged away as if it were independent.
+    Multi-label runs (multi-hot y and pred) get intervals for accuracy, macro F1 and macro AUC.
     """
     rng = np.random.default_rng(seed)
     sizes = [len(r[0]) for r in runs]
     if shared_images and len(set(sizes)) != 1:
         raise ValueError("runs on shared images must have the same number of images")
-    scores: dict[str, list[float]] = {m: [] for m in HEADLINE}
+    scores: dict[str, list[float]] = {m: [] for m in (MULTILABEL_CI if multilabel else HEADLINE)}
     for _ in range(n):
         shared = rng.integers(0, sizes[0], sizes[0]) if shared_images else None
         per_run = []
         for (y, probs, pred), size in zip(runs, sizes, strict=True):
             idx = shared if shared is not None else rng.integers(0, size, size)
-            per_run.append(headline_scores(y[idx], probs[idx], pred[idx], positive_index))
-        for m in HEADLINE:
+            per_run.append(_multilabel_scores(y[idx], probs[idx], pred[idx]) if multilabel
+                           else headline_scores(y[idx], probs[idx], pred[idx], positive_index))
+        for m in scores:
             scores[m].append(float(np.mean([s[m] for s in per_run])))
     return {m: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for m, v in scores.items()}
+
+
+def _multilabel_scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Label-wise accuracy, macro F1 and macro AUC over the labels (labels without both values in y are skipped)."""
+    aucs = [_auc(y[:, i], np.stack([1 - probs[:, i], probs[:, i]], 1), 1) for i in range(y.shape[1])]
+    return {"accuracy": float(np.mean(y == pred)),
+            "f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+            "auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")}
 
 
 def multilabel_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], *, threshold: float = 0.5,
@@ -141,19 +153,11 @@ def multilabel_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], *, 
                         "support": int(s[0])}
     macro = {m: float(np.nanmean([per_class[c][m] for c in classes]))
              for m in ("precision", "recall", "specificity", "f1", "auc")}
-    rng = np.random.default_rng(seed)
-    boot: dict[str, list[float]] = {"accuracy": [], "f1": [], "auc": []}
-    for _ in range(n_bootstrap):
-        idx = rng.integers(0, len(y), len(y))
-        boot["accuracy"].append(float(np.mean(y[idx] == pred[idx])))
-        boot["f1"].append(float(f1_score(y[idx], pred[idx], average="macro", zero_division=0)))
-        aucs = [_auc(y[idx, i], np.stack([1 - probs[idx, i], probs[idx, i]], 1), 1) for i in range(len(classes))]
-        boot["auc"].append(float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"))
     return {
         "accuracy": float(np.mean(y == pred)), "subset_accuracy": float(np.mean(np.all(y == pred, axis=1))),
         **macro, "average": "macro over labels", "threshold": threshold, "per_class": per_class,
         "confusion_matrix": [confusion_matrix(y[:, i], pred[:, i], labels=[0, 1]).tolist() for i in
                              range(len(classes))],
         "n_images": int(len(y)),
-        "ci": {m: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for m, v in boot.items()},
+        "ci": mean_bootstrap_ci([(y, probs, pred)], None, n_bootstrap, seed, multilabel=True),
     }
