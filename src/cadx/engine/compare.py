@@ -107,7 +107,7 @@ def seed_mean_ci(runs: list[Path], metrics: list[dict[str, Any]],
         probs = np.array([[float(r[f"p_{c}"]) for c in m["classes"]] for r in rows])
         threshold = 0.5 if m.get("threshold") is None else m["threshold"]
         if multilabel:
-            y = np.array([[int(c in r["target"].split("|")) for c in m["classes"]] for r in rows])
+            y = np.array([_multi_hot(r["target"], m["classes"]) for r in rows])
             pred = (probs >= threshold).astype(int)
         else:
             y = np.array([int(r["target"]) for r in rows])
@@ -116,6 +116,14 @@ def seed_mean_ci(runs: list[Path], metrics: list[dict[str, Any]],
         files.append([r["file"] for r in rows])
     shared = all(f == files[0] for f in files)
     return mean_bootstrap_ci(tables, positive, n_bootstrap, shared_images=shared, multilabel=multilabel)
+
+
+def _multi_hot(cell: str, classes: list[str]) -> list[int]:
+    """A multi-label target of predictions.csv: 'mass|nodule', or '(0, 1, 1)' as cadx wrote it before 2026-11-22."""
+    if cell.startswith("("):
+        return [int(v) for v in cell.strip("()").split(",")]
+    labels = cell.split("|")
+    return [int(c in labels) for c in classes]
 
 
 def _slug(name: str) -> str:
