@@ -47,6 +47,16 @@ def make_class_folders(root: Path, n_per_class: int = 30, *, classes: tuple[str,
     return root
 
 
+def make_multilabel_manifest(root: Path, n_per_class: int = 12) -> Path:
+    """A CSV manifest over synthetic images whose rows carry one or two of three labels (paths relative to root)."""
+    files = sorted(make_class_folders(root / "imgs", n_per_class).rglob("*.png"))
+    manifest = root / "labels.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{f.relative_to(root)},{'effusion|mass' if i % 3 == 0 else ('mass' if i % 3 == 1 else 'nodule')}\n"
+        for i, f in enumerate(files)))
+    return manifest
+
+
 @pytest.fixture
 def class_folders(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "data")

@@ -4,7 +4,7 @@ from pathlib import Path
 import yaml
 
 from cadx.engine.compare import compare, load_plan
-from tests.conftest import make_class_folders
+from tests.conftest import make_class_folders, make_multilabel_manifest
 
 
 def test_compare_trains_each_entry_and_resumes(tmp_path: Path) -> None:
@@ -86,12 +86,7 @@ def test_rows_trained_on_different_machines_say_where_and_with_which_settings(tm
 
 
 def test_multilabel_rows_get_the_seed_mean_interval(tmp_path: Path) -> None:
-    folder = make_class_folders(tmp_path / "imgs", 12)
-    files = sorted(folder.rglob("*.png"))
-    manifest = tmp_path / "labels.csv"
-    manifest.write_text("path,label\n" + "".join(
-        f"{f.relative_to(tmp_path)},{'effusion|mass' if i % 3 == 0 else ('mass' if i % 3 == 1 else 'nodule')}\n"
-        for i, f in enumerate(files)))
+    make_multilabel_manifest(tmp_path)
     config = tmp_path / "table.yaml"
     config.write_text(yaml.safe_dump({
         "title": "multi-label", "data": "labels.csv", "seeds": [0, 1],

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cadx.interfaces.cli import app
-from tests.conftest import colour_photo, make_class_folders, synthetic_image, write_dicom
+from tests.conftest import colour_photo, make_class_folders, make_multilabel_manifest, synthetic_image, write_dicom
 
 runner = CliRunner()
 METRIC_KEYS = {"accuracy", "precision", "recall", "specificity", "f1", "auc", "per_class", "confusion_matrix", "ci",
@@ -229,12 +229,7 @@ def test_npz_and_multilabel_csv(tmp_path: Path) -> None:
     assert invoke("evaluate", tmp_path / "npz", "--bootstrap", "20").exit_code == 0
     assert json.loads((tmp_path / "npz" / "metrics.json").read_text())["n_images"] == 10
 
-    folder = make_class_folders(tmp_path / "imgs", 12)
-    files = sorted(folder.rglob("*.png"))
-    manifest = tmp_path / "labels.csv"
-    manifest.write_text("path,label\n" + "".join(
-        f"{f.relative_to(tmp_path)},{'effusion|mass' if i % 3 == 0 else ('mass' if i % 3 == 1 else 'nodule')}\n"
-        for i, f in enumerate(files)))
+    manifest = make_multilabel_manifest(tmp_path)
     result = invoke("train", manifest, "--model", "small_cnn", "--image-size", "28", "--epochs", "1",
                     "--output", tmp_path / "ml", "--patient-pattern", "")
     assert result.exit_code == 0, result.output
