@@ -198,7 +198,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     mixed = len(summary["hardware"]) > 1  # rows trained on different machines: each train time says where
     for r in summary["rows"]:
         spread = "{:.3f}-{:.3f}".format(*r["accuracy_range"]) if r["seeds"] > 1 else "-"
-        where = f" ({'; '.join(r.get('trained_on', []))})" if mixed else ""
+        where = f" ({'; '.join(r['trained_on'])})" if mixed else ""
         lines.append(f"| {r['name']} | " + " | ".join(cell(r, m) for m in METRICS) + f" | {spread} | "
                      f"{r['params_m']:.2f} | {r['ms_per_image_batch1']:.2f} ({r['device']}) | "
                      f"{r['train_minutes']:.1f}{where} | {r['epochs']} | {r['image_size']} | {r['seeds']} |")
