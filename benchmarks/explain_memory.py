@@ -21,6 +21,7 @@ from cadx.engine.checkpoint import LoadedCheckpoint
 from cadx.engine.explain import Explainer
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
+from cadx.engine.meta import new_meta
 from cadx.models import create_model
 
 
@@ -42,9 +43,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_model(args.model, in_channels=1, num_classes=2).eval()
-    meta = {"classes": ["normal", "pneumonia"], "task": "multiclass", "positive_index": 1, "decision_threshold": 0.5,
-            "preprocessing": Preprocessing(args.size, 1).to_dict(),
-            "model": {"name": args.model, "in_channels": 1, "num_classes": 2, "options": {}}}
+    meta = new_meta(args.model, ["normal", "pneumonia"], Preprocessing(args.size, 1))
     explainer = Explainer(Predictor(LoadedCheckpoint(model, meta, Path("random.ckpt")), "cpu"))
     rng = np.random.default_rng(0)
     samples, start = [], time.perf_counter()

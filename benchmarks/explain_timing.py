@@ -21,6 +21,7 @@ from cadx.data.transforms import Preprocessing
 from cadx.engine.checkpoint import LoadedCheckpoint
 from cadx.engine.explain import Explainer
 from cadx.engine.inference import Predictor
+from cadx.engine.meta import new_meta
 from cadx.models import create_model
 
 SIZE = 224
@@ -31,9 +32,7 @@ def predictor_for(name: str, size: int = SIZE) -> Predictor:
     """A 1-channel, 2-class predictor with seeded random weights (the cost of a forward does not depend on them)."""
     torch.manual_seed(0)
     model = create_model(name, in_channels=1, num_classes=2)
-    meta = {"classes": ["NORMAL", "PNEUMONIA"], "task": "multiclass", "positive_index": 1, "decision_threshold": 0.5,
-            "preprocessing": Preprocessing(size, 1).to_dict(),
-            "model": {"name": name, "in_channels": 1, "num_classes": 2, "options": {}}}
+    meta = new_meta(name, ["NORMAL", "PNEUMONIA"], Preprocessing(size, 1))
     return Predictor(LoadedCheckpoint(model.eval(), meta, Path(f"{name}-random.ckpt")), "cpu")
 
 

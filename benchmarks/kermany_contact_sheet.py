@@ -57,8 +57,9 @@ def main() -> int:
         tiles.append([])
         for path in pick(args.data / true, args.per_class, args.seed + row):
             image = predictor.read(path)
-            heatmap, _, probs, _ = explainer.heatmap_and_scores(image)  # the predicted class, as explain() does
-            predicted, p = explainer.predicted(probs)
+            # the predicted class at the model's threshold, as cadx explain shows it
+            heatmap, _, _, _, decision = explainer.heatmap_and_scores(image, decide=predictor.decide)
+            predicted, p = decision.label, decision.probability
             mark = "" if predicted.lower() == true.lower() else "  (wrong)"
             title = f"{path.name}\ntrue {true} | predicted {predicted} (p = {p:.3f}){mark}"
             if not heatmap.any():

@@ -80,13 +80,13 @@ def evaluate(predictor: Predictor, test: list[tuple[np.ndarray, int, tuple[int, 
     rows = {}
     for method in ("gradcam", "gradcam++"):
         explainer = Explainer(predictor, method=method)
-        _, _, _, stages = explainer.heatmap_and_scores(test[0][0], with_stages=True)
+        stages = explainer.heatmap_and_scores(test[0][0], with_stages=True).stages
         cell = IMG / stages[explainer.layer].shape[-1]  # CAM cell size in original-image pixels
         tol = cell / 2
         strict = loose = correct = 0
         started = time.perf_counter()
         for img, label, corner in test:
-            heat, index, _, _ = explainer.heatmap_and_scores(img)
+            heat, index, _, _, _ = explainer.heatmap_and_scores(img, decide=predictor.decide)
             strict += hit(heat, None, corner, 0)
             loose += hit(heat, None, corner, tol)
             correct += explainer.classes[index] == CLASSES[label]  # folder classes sort: bright, dark

@@ -10,10 +10,26 @@ import torch
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from torch import nn
+
+from cadx.data.transforms import Preprocessing
+from cadx.engine.checkpoint import LoadedCheckpoint
+from cadx.engine.inference import Predictor
+from cadx.engine.meta import new_meta
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 # Test models are tiny: one intra-op thread avoids oversubscribing the 2 shared cores of CI and keeps runs stable.
 torch.set_num_threads(1)
+
+
+def memory_predictor(model: nn.Module, classes: tuple[str, ...] = ("normal", "pneumonia"), *, size: int = 32,
+                     channels: int = 1, task: str = "multiclass", name: str = "memory", outputs: int | None = None,
+                     **meta: object) -> Predictor:
+    """A predictor over an in-memory network, described by a real ``CheckpointMeta`` (``outputs``: the network's
+    output count when it is not one per class, e.g. a single logit; ``meta``: fields to set, e.g.
+    ``decision_threshold`` or ``positive_index``)."""
+    described = new_meta(name, classes, Preprocessing(size, channels), task=task, num_classes=outputs, **meta)
+    return Predictor(LoadedCheckpoint(model.eval(), described, Path(f"{name}.ckpt")), "cpu")
 
 
 def synthetic_image(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:

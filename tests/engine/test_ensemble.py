@@ -1,24 +1,18 @@
 """Ensembles and flip test-time augmentation average probabilities exactly as documented."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from cadx.data.transforms import Preprocessing
-from cadx.engine.checkpoint import LoadedCheckpoint
 from cadx.engine.inference import EnsemblePredictor, Predictor
 from cadx.models import create_model
+from tests.conftest import memory_predictor
 
 
 def predictor(seed: int, size: int = 32, classes: tuple[str, ...] = ("normal", "pneumonia")) -> Predictor:
     torch.manual_seed(seed)
     model = create_model("simple_cnn", in_channels=1, num_classes=len(classes))
-    meta = {"classes": list(classes), "task": "multiclass", "positive_index": 1 if len(classes) == 2 else None,
-            "decision_threshold": 0.5, "preprocessing": Preprocessing(image_size=size, channels=1).to_dict(),
-            "model": {"name": "simple_cnn", "in_channels": 1, "num_classes": len(classes)}}
-    return Predictor(LoadedCheckpoint(model.eval(), meta, Path(f"member{seed}.ckpt")), "cpu")
+    return memory_predictor(model, classes, size=size, name=f"member{seed}")
 
 
 def batch(n: int = 4, size: int = 32) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +11,10 @@ import torch
 from PIL import Image
 
 from cadx.data.transforms import Preprocessing, prepare_image, to_model_input
-from cadx.engine.checkpoint import LoadedCheckpoint
 from cadx.engine.explain import Explainer, explain
 from cadx.engine.inference import Predictor
 from cadx.models import create_model, list_models
+from tests.conftest import memory_predictor
 
 SIZE, BLOB = 32, 6  # a smaller version of benchmarks/pointing_game.py (64 px, 10 px blobs)
 
@@ -36,11 +35,9 @@ def blob_image(label: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[
 
 
 def make_predictor(model: torch.nn.Module, *, classes=("dark", "bright"), size: int = SIZE, channels: int = 1,
-                   task: str = "multiclass", positive_index: int | None = 1, threshold: float = 0.5) -> Predictor:
-    meta = {"classes": list(classes), "task": task, "positive_index": positive_index,
-            "decision_threshold": threshold, "preprocessing": Preprocessing(size, channels).to_dict(),
-            "model": {"name": "test", "in_channels": channels, "num_classes": len(classes), "options": {}}}
-    return Predictor(LoadedCheckpoint(model.eval(), meta, Path("memory.ckpt")), "cpu")
+                   task: str = "multiclass", threshold: float = 0.5, outputs: int | None = None) -> Predictor:
+    return memory_predictor(model, classes, size=size, channels=channels, task=task, outputs=outputs,
+                            decision_threshold=threshold)
 
 
 def hit(heatmap: np.ndarray, corner: tuple[int, int], tol: int) -> bool:
@@ -76,7 +73,7 @@ def pointing_hits(explainer: Explainer, n: int = 40, seed: int = 1) -> tuple[flo
     hits, correct, maps = 0, 0, []
     for i in range(n):
         img, corner = blob_image(i % 2, rng)
-        heat, index, _, _ = explainer.heatmap_and_scores(img)
+        heat, index, _, _, _ = explainer.heatmap_and_scores(img)
         hits += hit(heat, corner, tol=4)  # half a CAM cell: simple_cnn's map is 4x4 at 32 px (8 px cells)
         correct += index == i % 2
         maps.append(heat)
@@ -143,7 +140,7 @@ def test_every_architecture_gives_a_finite_nonconstant_cam(name: str) -> None:
         explainer = Explainer(predictor, method=method)
         ranges = []
         for target in (0, 1):
-            heat, _, _, stages = explainer.heatmap_and_scores(img, target, with_stages=True)
+            heat, _, _, stages, _ = explainer.heatmap_and_scores(img, target, with_stages=True)
             assert np.isfinite(heat).all() and heat.shape == img.shape
             assert heat.min() >= 0.0 and heat.max() <= 1.0
             ranges.append(float(heat.max() - heat.min()))
@@ -182,14 +179,17 @@ def test_binary_threshold_multilabel_and_single_logit_targets() -> None:
     img, _ = blob_image(1, np.random.default_rng(0))
     model = create_model("simple_cnn", in_channels=1, num_classes=2)
     strict = make_predictor(model, threshold=0.999)  # the positive class needs p >= 0.999
-    result = explain(strict, img, feature_maps=0)
-    assert [result.target_class] == strict.decide(result.probabilities) == ["dark"]
+    result = explain(strict, img, feature_maps=0)  # the wrapper explains the predictor's decision
+    assert (result.target_class,) == strict.decide(result.probabilities).findings == ("dark",)
+    assert result.decision == strict.decide(result.probabilities)
+    plain = Explainer(strict).explain(img, feature_maps=0)  # no decision given: the most probable class
+    assert plain.target_index == int(np.argmax(plain.probabilities)) and plain.decision is None
     multi = make_predictor(create_model("simple_cnn", in_channels=1, num_classes=3), classes=("a", "b", "c"),
-                           task="multilabel", positive_index=None)
+                           task="multilabel")
     result = explain(multi, img, feature_maps=0)
-    assert result.target_index == int(np.argmax(result.probabilities))
+    assert result.target_index == result.decision.target_index
     assert not np.isclose(result.probabilities.sum(), 1.0)  # sigmoids, not a softmax
-    single = make_predictor(create_model("simple_cnn", in_channels=1, num_classes=1), positive_index=None)
+    single = make_predictor(create_model("simple_cnn", in_channels=1, num_classes=1), outputs=1)
     explainer = Explainer(single)
     default, neg, pos = (explainer.explain(img, target=t, feature_maps=0) for t in (None, "dark", "bright"))
     p_pos = float(pos.probabilities[1])
@@ -215,12 +215,16 @@ def test_unknown_method() -> None:
         Explainer(make_predictor(create_model("small_cnn", in_channels=1, num_classes=2)), method="lime")
 
 
-def test_explanation_probabilities_equal_prediction_and_threshold_picks_target(trained: Predictor) -> None:
-    """The server takes its probabilities from the explanation: they must be cadx predict's."""
+def test_explanation_probabilities_equal_prediction_and_the_decision_picks_target(trained: Predictor) -> None:
+    """The server takes its probabilities from the explanation: they must be cadx predict's; the explainer knows no
+    threshold, the caller's decision chooses what it explains."""
     img, _ = blob_image(1, np.random.default_rng(11))
     explainer = Explainer(trained)
     expected = trained.predict_batch(trained.prepare(img)[None])[0]
-    e = explainer.explain(img, feature_maps=0, threshold=0.0)
+    e = explainer.explain(img, feature_maps=0, decide=lambda p: trained.decide(p, 0.0))
     assert np.allclose(e.probabilities, expected, atol=1e-6)
-    assert e.target_index == (trained.checkpoint.positive_index or 1)  # threshold 0: always the positive class
-    assert explainer.explain(img, feature_maps=0, threshold=1.01).target_index == 1 - e.target_index
+    positive = trained.meta.positive_index
+    assert e.target_index == positive and e.decision.threshold == 0.0  # threshold 0: always the positive class
+    strict = explainer.explain(img, feature_maps=0, decide=lambda p: trained.decide(p, 1.0))
+    assert strict.target_index == (positive if e.probabilities[positive] >= 1.0 else 1 - positive)
+    assert explainer.explain(img, feature_maps=0, target="dark").decision is None

@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from cadx.engine.checkpoint import read_meta
+from cadx.engine.meta import FORMAT_VERSION
 from cadx.interfaces.cli import app
 from tests.conftest import colour_photo, make_class_folders, make_multilabel_manifest, synthetic_image, write_dicom
 
@@ -42,11 +44,13 @@ def test_train_writes_a_self_describing_run(trained) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert [s["file"].endswith("notes.txt") for s in summary["skipped_files"]] == [True]
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
-    ckpt = torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)
-    meta = ckpt["cadx"]
-    assert meta["classes"] == ["normal", "pneumonia"] and meta["model"]["name"] == "simple_cnn"
-    assert meta["preprocessing"]["image_size"] == 32 and set(meta["split"]) == {"train", "val", "test"}
-    assert 0.0 <= meta["decision_threshold"] <= 1.0
+    stored = torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)["cadx"]
+    assert stored["format"] == FORMAT_VERSION  # written in the current format, read back through CheckpointMeta
+    meta = read_meta(run / "best.ckpt")
+    assert meta.classes == ("normal", "pneumonia") and meta.model.name == "simple_cnn"
+    assert meta.preprocessing.image_size == 32 and set(meta.split) == {"train", "val", "test"}
+    assert 0.0 <= meta.decision_threshold <= 1.0 and meta.threshold_source.startswith("validation")
+    assert meta.provenance.cadx_version and meta.provenance.data_hash.startswith("sha256:")
 
 
 def test_same_seed_trains_the_same_model(trained, tmp_path: Path) -> None:
@@ -100,13 +104,13 @@ def test_evaluate_an_ensemble_with_tta(trained, tmp_path: Path) -> None:
     for r in (run, twin):
         assert invoke("evaluate", r, "--output", tmp_path / f"e_{r.name}", "--bootstrap", "20").exit_code == 0
         single[r.name] = np.loadtxt(tmp_path / f"e_{r.name}" / "predictions.csv", delimiter=",", skiprows=1,
-                                    usecols=(2, 3))
+                                    usecols=(3, 4))
     result = invoke("evaluate", run, twin, "--output", tmp_path / "ens", "--bootstrap", "20")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "ens" / "metrics.json").read_text())
-    assert metrics["ensemble"]["threshold_source"] == "Youden's J on validation"
+    assert metrics["ensemble"]["threshold_source"] == "checkpoint: validation (Youden's J) of the averaged output"
     assert len(metrics["ensemble"]["checkpoints"]) == 2 and metrics["ensemble"]["tta"] is None
-    probs = np.loadtxt(tmp_path / "ens" / "predictions.csv", delimiter=",", skiprows=1, usecols=(2, 3))
+    probs = np.loadtxt(tmp_path / "ens" / "predictions.csv", delimiter=",", skiprows=1, usecols=(3, 4))
     assert np.allclose(probs, (single["run"] + single["twin"]) / 2, atol=2e-6)
     result = invoke("evaluate", run, "--tta", "--output", tmp_path / "tta", "--bootstrap", "20")
     assert result.exit_code == 0 and "TTA flip" in result.output
@@ -125,7 +129,7 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     result = invoke("predict", run, data / "pneumonia", dcm, bad, "--output", out, "--threshold", "0.5")
     assert result.exit_code == 0, result.output
     lines = out.read_text().strip().splitlines()
-    assert lines[0] == "file,prediction,probability,p_normal,p_pneumonia,error,warning"
+    assert lines[0] == "file,prediction,probability,threshold,p_normal,p_pneumonia,error,warning"
     assert len(lines) == 1 + 40 + 2
     bad_row = next(row for row in csv.DictReader(lines) if "bad.png" in row["file"])
     assert bad_row["prediction"] == "" and "PNG" in bad_row["error"]
@@ -286,7 +290,7 @@ def test_export_makes_a_compact_checkpoint_that_predicts_the_same(trained, tmp_p
     assert result.exit_code == 0, result.output
     assert out.stat().st_size < (run / "best.ckpt").stat().st_size
     shipped, original = Predictor.from_checkpoint(out), Predictor.from_checkpoint(run)
-    assert shipped.checkpoint.meta["category"] == "Chest X-ray"
+    assert shipped.meta.category == "Chest X-ray"
     image = shipped.prepare(shipped.read(next((data / "pneumonia").glob("*.png"))))[None]
     assert np.allclose(shipped.predict_batch(image), original.predict_batch(image), atol=2e-3)
 

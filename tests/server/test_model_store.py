@@ -10,17 +10,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from cadx.engine.catalogue import category_of
 from cadx.server.db.migrate import upgrade_database
-from cadx.server.db.models import Base
+from cadx.server.db.orm import Base
 from cadx.server.db.session import make_engine
-from cadx.server.model_store import ModelStore, category_for, read_metrics
+from cadx.server.model_store import ModelStore, read_metrics
 
 
 def test_category_from_meta_or_folder_name() -> None:
-    assert category_for("chest_xray_densenet", {}) == "Chest X-ray"
-    assert category_for("brain_mri_resnet", {}) == "Brain MRI"
-    assert category_for("knee_net", {}) == "Other"
-    assert category_for("knee_net", {"category": "Knee X-ray"}) == "Knee X-ray"
+    assert category_of(None, Path("models/chest_xray_densenet/model.ckpt")) == "Chest X-ray"
+    assert category_of(None, Path("models/brain_mri_resnet.ckpt")) == "Brain MRI"
+    assert category_of(None, Path("models/knee_net/best.ckpt")) == "Other"
+    assert category_of("Knee X-ray", Path("models/knee_net/model.ckpt")) == "Knee X-ray"
 
 
 def test_metrics_nan_becomes_none(tmp_path: Path) -> None:
@@ -58,6 +59,6 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     upgrade_database(engine)  # idempotent on every start
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert {"users", "studies", "study_images", "audit_events", "alembic_version"} <= set(
+        assert {"users", "studies", "study_images", "image_findings", "audit_events", "alembic_version"} <= set(
             inspect(conn).get_table_names())
     engine.dispose()

@@ -17,9 +17,11 @@ import yaml
 
 from cadx.engine.callbacks import logged_seconds
 from cadx.engine.config import build_config
+from cadx.engine.decision import decision_indices
 from cadx.engine.evaluation import evaluate
 from cadx.engine.hardware import describe_hardware
-from cadx.engine.metrics import HEADLINE, N_BOOTSTRAP, mean_bootstrap_ci, predicted_indices
+from cadx.engine.meta import DEFAULT_THRESHOLD
+from cadx.engine.metrics import HEADLINE, N_BOOTSTRAP, mean_bootstrap_ci
 from cadx.engine.training import train
 
 METRICS = HEADLINE
@@ -105,13 +107,15 @@ def seed_mean_ci(runs: list[Path], metrics: list[dict[str, Any]],
         with (run / "test" / "predictions.csv").open(newline="") as fh:
             rows = list(csv.DictReader(fh))
         probs = np.array([[float(r[f"p_{c}"]) for c in m["classes"]] for r in rows])
-        threshold = 0.5 if m.get("threshold") is None else m["threshold"]
-        if multilabel:
-            y = np.array([_multi_hot(r["target"], m["classes"]) for r in rows])
-            pred = (probs >= threshold).astype(int)
-        else:
-            y = np.array([int(r["target"]) for r in rows])
-            pred = predicted_indices(probs, positive, threshold)
+        classes = list(m["classes"])
+        y = np.array([_multi_hot(r["target"], classes) if multilabel else int(r["target"]) for r in rows])
+        if rows and "decision" in rows[0]:  # evaluate's own decision per image
+            decided = [[classes.index(c) for c in r["decision"].split("|") if c] for r in rows]
+            pred = (np.array([np.isin(range(len(classes)), d) for d in decided]).astype(int) if multilabel
+                    else np.array([d[0] for d in decided]))
+        else:  # predictions.csv written before it carried the decision: the rule at the recorded threshold
+            threshold = DEFAULT_THRESHOLD if m.get("threshold") is None else m["threshold"]
+            pred = decision_indices(probs, positive_index=positive, threshold=threshold, multilabel=multilabel)
         tables.append((y, probs, pred))
         files.append([r["file"] for r in rows])
     shared = all(f == files[0] for f in files)

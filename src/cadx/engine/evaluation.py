@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_curve
 
-from cadx.data.cache import decode_records
+from cadx.data.cache import DecodedImages, decode_records
 from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import apply_split_keys
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
+from cadx.engine.decision import Decision, decide_all, resolve_threshold
 from cadx.engine.inference import EnsemblePredictor, Predictor
+from cadx.engine.meta import DEFAULT_THRESHOLD
 from cadx.engine.metrics import choose_threshold, classification_metrics, multilabel_metrics
 from cadx.engine.plots import plot_confusion_matrix, plot_roc
 from cadx.engine.report import write_report
@@ -32,8 +34,10 @@ def select_records(ckpt: LoadedCheckpoint, data: str | Path | None, split: str) 
     if split not in SPLITS:
         raise DatasetError(f"unknown split '{split}' (use {', '.join(SPLITS)})")
     meta = ckpt.meta
-    source = data if data is not None else meta["data"]["source"]
-    index = load_index(source, patient_pattern=meta["data"].get("patient_pattern"))
+    source = data if data is not None else meta.provenance.source
+    if source is None:
+        raise DatasetError(f"{ckpt.path}: the checkpoint does not record its training data; pass --data")
+    index = load_index(source, patient_pattern=meta.provenance.patient_pattern)
     if index.kind == "npz" and len(index.classes) == len(ckpt.classes):
         index.classes = ckpt.classes  # MedMNIST stores indices, the checkpoint the names given at training
     unknown = [c for c in index.classes if c not in ckpt.classes]
@@ -43,7 +47,7 @@ def select_records(ckpt: LoadedCheckpoint, data: str | Path | None, split: str) 
     if split == "all":
         records = index.records
     elif data is None:
-        keys = meta["split"].get(split, [])
+        keys = meta.split.get(split, ())
         records = apply_split_keys(dict.fromkeys(keys, split), index, source=str(ckpt.path))[split]
     elif index.has_explicit_splits():
         records = [r for r in index.records if r.split == split]
@@ -101,8 +105,7 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     averaged = len(members) > 1 or tta
     predictor = EnsemblePredictor(members, flip=tta) if averaged else members[0]
     ckpt = predictor.checkpoint
-    binary = ckpt.positive_index is not None and not ckpt.multilabel
-    if averaged and threshold is None and binary:
+    if averaged and threshold is None and predictor.meta.binary:
         _check_shared_split(members, "val")
     if averaged and data is None and split != "all":
         _check_shared_split(members, split)
@@ -112,23 +115,26 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
         raise DatasetError(f"{index.source}: none of the {len(records)} images could be read")
     probs = predictor.predict_arrays(decoded.images, batch_size)
     y = np.array([r.target for r in decoded.records])
-    threshold_source = "given" if threshold is not None else "checkpoint (validation, at training)"
-    if threshold is None and averaged and binary:
+    meta = predictor.meta
+    if threshold is None and averaged and meta.binary:
+        # An average is a new model: its operating point is chosen again on validation, never on this data.
         own_val = split == "val" and data is None  # these are the validation outputs already
-        threshold = (choose_threshold(y, probs, ckpt.positive_index) if own_val
-                     else validation_threshold(predictor, batch_size))
-        threshold_source = "Youden's J on validation"
-    t = ckpt.threshold if threshold is None else threshold
-    if ckpt.multilabel:
+        chosen, source = ((choose_threshold(y, probs, meta.positive_index), "validation (Youden's J)") if own_val
+                          else validation_threshold(predictor, batch_size=batch_size))
+        meta = meta.with_changes(decision_threshold=chosen, threshold_source=f"{source} of the averaged output")
+    t, threshold_source = resolve_threshold(meta, threshold)
+    decisions = decide_all(probs, meta, threshold)
+    if meta.multilabel:
         metrics = multilabel_metrics(y, probs, ckpt.classes, threshold=t, n_bootstrap=n_bootstrap)
     else:
-        metrics = classification_metrics(y, probs, ckpt.classes, positive_index=ckpt.positive_index,
+        metrics = classification_metrics(y, probs, ckpt.classes, positive_index=meta.positive_index,
                                          threshold=t, n_bootstrap=n_bootstrap)
     metrics.update({
-        "classes": ckpt.classes, "task": ckpt.meta["task"],
+        "classes": ckpt.classes, "task": meta.task,
+        "threshold_source": threshold_source if (meta.binary or meta.multilabel) else None,
         "params": sum(count_parameters(m.model) for m in members),
         "latency_ms": measure_latency(predictor, batch_size),
-        "model": " + ".join(m.checkpoint.meta["model"]["name"] for m in members) + (" (flip TTA)" if tta else ""),
+        "model": " + ".join(m.meta.model.name for m in members) + (" (flip TTA)" if tta else ""),
         "checkpoint": str(ckpt.path), "data": str(index.source),
         "split": split, "image_size": predictor.pre.image_size,
         "skipped_files": [{"file": f, "reason": r} for f, r in decoded.skipped],
@@ -139,26 +145,34 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
                                "threshold_source": threshold_source}
     out = Path(output) if output else ckpt.path.parent
     out.mkdir(parents=True, exist_ok=True)
-    _write_outputs(out, metrics, y, probs, decoded.records, index, ckpt)
+    _write_outputs(out, metrics, y, probs, decisions, decoded.records, ckpt)
     return metrics
 
 
 def _check_shared_split(members: list[Predictor], split: str) -> None:
     """Averaged members must agree on a split, or one member's validation/test images are another's training."""
-    reference = set(members[0].checkpoint.meta["split"].get(split, []))
+    reference = set(members[0].meta.split.get(split, ()))
     for m in members[1:]:
-        if set(m.checkpoint.meta["split"].get(split, [])) != reference:
+        if set(m.meta.split.get(split, ())) != reference:
             raise DatasetError(f"{m.checkpoint.path}: its '{split}' split differs from {members[0].checkpoint.path}'s"
                                "; train ensemble members on one split (cadx train --split-seed or --split-file)")
 
 
-def validation_threshold(predictor: Predictor, batch_size: int = 64) -> float:
-    """Youden's J of the predictor's (averaged) output on its checkpoint's own validation split."""
-    index, records = select_records(predictor.checkpoint, None, "val")
-    decoded = decode_records(index, records, predictor.pre, description="Decoding val images (threshold)")
-    y = np.array([r.target for r in decoded.records])
-    return choose_threshold(y, predictor.predict_arrays(decoded.images, batch_size),
-                            predictor.checkpoint.positive_index)
+def validation_threshold(predictor: Predictor, val: DecodedImages | None = None, *,
+                         batch_size: int = 64) -> tuple[float, str]:
+    """The one place a binary operating point is chosen, with where it came from: Youden's J of the predictor's
+    (averaged) output on its checkpoint's own validation split (``val`` when the caller decoded it already), never
+    on test data. Other tasks, and a validation split holding one class, keep the default."""
+    if not predictor.meta.binary:
+        return DEFAULT_THRESHOLD, "default"
+    if val is None:
+        index, records = select_records(predictor.checkpoint, None, "val")
+        val = decode_records(index, records, predictor.pre, description="Decoding val images (threshold)")
+    y = np.array([r.target for r in val.records])
+    if len(np.unique(y)) < 2:
+        return DEFAULT_THRESHOLD, "default (the validation split holds one class)"
+    probs = predictor.predict_arrays(val.images, batch_size)
+    return choose_threshold(y, probs, predictor.meta.positive_index), "validation (Youden's J)"
 
 
 def target_cell(target: int | tuple[int, ...], classes: list[str]) -> str | int:
@@ -168,16 +182,18 @@ def target_cell(target: int | tuple[int, ...], classes: list[str]) -> str | int:
     return "|".join(c for c, v in zip(classes, target, strict=True) if v)
 
 
-def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.ndarray, records: list[Record],
-                   index: DatasetIndex, ckpt: LoadedCheckpoint) -> None:
+def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.ndarray, decisions: list[Decision],
+                   records: list[Record], ckpt: LoadedCheckpoint) -> None:
     classes = ckpt.classes
+    multilabel = ckpt.meta.multilabel
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with (out / "predictions.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["file", "target", *[f"p_{c}" for c in classes]])
-        for r, p in zip(records, probs, strict=True):
-            writer.writerow([r.key, target_cell(r.target, classes), *[f"{v:.6f}" for v in p]])
-    if not ckpt.multilabel:
+        # decision: the finding(s) asserted at the evaluation's threshold, '|'-joined as a manifest writes labels
+        writer.writerow(["file", "target", "decision", *[f"p_{c}" for c in classes]])
+        for r, p, d in zip(records, probs, decisions, strict=True):
+            writer.writerow([r.key, target_cell(r.target, classes), "|".join(d.findings), *[f"{v:.6f}" for v in p]])
+    if not multilabel:
         cm = np.array(metrics["confusion_matrix"])
         plot_confusion_matrix(cm, classes, out / "confusion_matrix.png",
                               f"{metrics['model']} on {metrics['split']} (n={metrics['n_images']})")
@@ -187,13 +203,14 @@ def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.
             for c, row in zip(classes, cm, strict=True):
                 writer.writerow([c, *row])
     curves, point = {}, None
-    onehot = y if ckpt.multilabel else np.eye(len(classes), dtype=int)[y]
-    indices = [ckpt.positive_index] if ckpt.positive_index is not None else range(len(classes))
+    onehot = y if multilabel else np.eye(len(classes), dtype=int)[y]
+    positive = ckpt.meta.positive_index
+    indices = [positive] if positive is not None else range(len(classes))
     for i in indices:
         if 0 < onehot[:, i].sum() < len(onehot):
             fpr, tpr, _ = roc_curve(onehot[:, i], probs[:, i])
             curves[classes[i]] = (fpr, tpr, metrics["per_class"][classes[i]]["auc"])
-    if ckpt.positive_index is not None:
+    if positive is not None:
         point = (1 - metrics["specificity"], metrics["recall"])
     if curves:
         plot_roc(curves, out / "roc.png", point)

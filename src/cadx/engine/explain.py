@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,9 +34,9 @@ from monai.visualize.visualizer import default_upsampler
 from torch import nn
 
 from cadx.data.transforms import to_model_input
+from cadx.engine.decision import Decision
 from cadx.engine.feature_maps import render_feature_maps, render_overlay
 from cadx.engine.inference import Predictor
-from cadx.engine.metrics import predicted_indices
 
 METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
 _ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++", "gradcam_pp": "gradcam++"}
@@ -49,6 +51,19 @@ class Explanation:
     target_index: int
     probabilities: np.ndarray  # (K,) class probabilities of this image
     seconds: float  # wall time of the explanation (forward + backward + rendering)
+    decision: Decision | None = None  # the caller's decision, when it chose the target by one (``decide``)
+
+
+class HeatmapPass(NamedTuple):
+    """One forward + backward pass: the map at the image's size, the class it explains, the probabilities of the
+    same forward pass, detached stage outputs (when asked for) and the caller's decision (when ``decide`` chose the
+    target)."""
+
+    heatmap: np.ndarray
+    target_index: int
+    probabilities: np.ndarray
+    stages: dict
+    decision: Decision | None
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -93,7 +108,13 @@ def upsample_map(cam: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 class Explainer:
-    """Explains single images for one ``Predictor``; cheap to build, safe to reuse for thousands of images."""
+    """Explains single images for one ``Predictor``; cheap to build, safe to reuse for thousands of images.
+
+    It explains a class it is given (as MONAI's ``class_idx``) and knows nothing of thresholds: a caller that wants
+    the finding explained passes ``decide`` (e.g. ``predictor.decide``), which turns the forward pass's
+    probabilities into the :class:`Decision` whose ``target_index`` is explained; with neither, the most probable
+    class is.
+    """
 
     def __init__(self, predictor: Predictor, *, method: str = "gradcam", layer: str | None = None) -> None:
         key = method.lower().strip()
@@ -106,8 +127,8 @@ class Explainer:
         self.modules = dict(self.model.named_modules())
         self.stage_names = [s for s in getattr(self.model, "stage_names", []) if s in self.modules]
         self.classes = list(predictor.classes)
-        self.checkpoint = predictor.checkpoint
-        self._single_logit = self.checkpoint.meta.get("model", {}).get("num_classes") == 1  # confirmed per call
+        self.meta = predictor.meta
+        self._single_logit = self.meta.model.num_classes == 1  # confirmed per call
 
     def class_index(self, target: str | int) -> int:
         """Index of a class given by name or number (ValueError listing the classes)."""
@@ -121,7 +142,7 @@ class Explainer:
 
     def _positive(self) -> int:
         """Positive class of a binary model (the checkpoint's, else the second name)."""
-        pos = self.checkpoint.positive_index
+        pos = self.meta.positive_index
         return 1 if pos is None else int(pos)
 
     # -- scores --------------------------------------------------------------------------------------------------
@@ -132,17 +153,8 @@ class Explainer:
             if len(self.classes) != 2:
                 return np.array([p], dtype=np.float32)
             return np.array([1 - p, p] if self._positive() == 1 else [p, 1 - p], dtype=np.float32)
-        scores = torch.sigmoid(row) if self.checkpoint.multilabel else torch.softmax(row, dim=0)
+        scores = torch.sigmoid(row) if self.meta.multilabel else torch.softmax(row, dim=0)
         return scores.cpu().numpy().astype(np.float32)
-
-    def _default_target(self, probs: np.ndarray, threshold: float | None = None) -> int:
-        """Predicted class: binary models after the threshold (the model's unless given), otherwise the most
-        probable (multi-label too)."""
-        binary = len(probs) == 2 and not self.checkpoint.multilabel
-        positive = self._positive() if binary and (self.checkpoint.positive_index is not None
-                                                   or self._single_logit) else None
-        cut = self.checkpoint.threshold if threshold is None else threshold
-        return int(predicted_indices(probs[None], positive, cut)[0])
 
     def _score(self, logits: torch.Tensor, index: int) -> torch.Tensor:
         if logits.shape[1] == 1:  # the logit speaks for the positive class; its negation for the negative one
@@ -187,8 +199,9 @@ class Explainer:
         return logits, captured["activation"], stages
 
     def heatmap_and_scores(self, image: np.ndarray, target: str | int | None = None, *, with_stages: bool = False,
-                           threshold: float | None = None) -> tuple[np.ndarray, int, np.ndarray, dict]:
-        """Heatmap at the image's size, target index, probabilities and stage outputs; no rendering."""
+                           decide: Callable[[np.ndarray], Decision] | None = None) -> HeatmapPass:
+        """Heatmap for ``target``, else for ``decide(probabilities).target_index``, else for the most probable
+        class; no rendering. ``decide`` (when given) is applied whatever the target, so its decision comes back."""
         if image.ndim not in (2, 3):
             raise ValueError(f"expected a decoded (H, W) or (H, W, 3) image, got shape {image.shape}")
         prepared = self.predictor.prepare(image)
@@ -200,50 +213,58 @@ class Explainer:
                 logits, activation, stages = self._forward(x, with_stages)
                 self._single_logit = logits.shape[1] == 1
                 probs = self._probabilities(logits)
-                index = self._default_target(probs, threshold) if target is None else self.class_index(target)
+                decision = decide(probs) if decide is not None else None
+                if target is not None:
+                    index = self.class_index(target)
+                else:
+                    index = decision.target_index if decision is not None else int(np.argmax(probs))
                 with torch.enable_grad():
                     score = self._score(logits, index)
                 (gradient,) = torch.autograd.grad(score, activation)
                 cam = gradcam_map(activation.detach(), gradient, self.method)
         finally:
             self.model.train(was_training)
-        return upsample_map(cam, image.shape[:2]), index, probs, stages
+        return HeatmapPass(upsample_map(cam, image.shape[:2]), index, probs, stages, decision)
 
-    def explain(self, image: np.ndarray, *, target: str | int | None = None, feature_maps: int = 8,
-                title: str | None = None, threshold: float | None = None) -> Explanation:
+    def explain(self, image: np.ndarray, *, target: str | int | None = None,
+                decide: Callable[[np.ndarray], Decision] | None = None, feature_maps: int = 8,
+                title: str | None = None) -> Explanation:
         """Explain one decoded uint8 image (e.g. ``predictor.read(path)``): heatmap, overlay and feature maps.
 
-        One forward pass serves both the probabilities and the heatmap; ``threshold`` (binary models) picks the
-        default target the way a caller's decision does, so callers need no separate prediction.
+        One forward pass serves the probabilities, the caller's decision (``decide``) and the heatmap, so callers
+        need no separate prediction.
         """
         started = time.perf_counter()
         if feature_maps < 0:
             raise ValueError(f"feature_maps must be >= 0, got {feature_maps}")
-        heatmap, index, probs, stages = self.heatmap_and_scores(image, target, with_stages=feature_maps > 0,
-                                                                threshold=threshold)
-        title = title or self.default_title(index, probs, threshold)
-        if not heatmap.any():  # ReLU removed everything: say so rather than show a uniform wash
+        result = self.heatmap_and_scores(image, target, with_stages=feature_maps > 0, decide=decide)
+        index, probs = result.target_index, result.probabilities
+        title = title or self.default_title(index, probs, result.decision)
+        if not result.heatmap.any():  # ReLU removed everything: say so rather than show a uniform wash
             title += f"\n(no positive evidence for {self.classes[index]}: empty map)"
-        overlay = render_overlay(image, heatmap, title, METHODS[self.method])
-        features = render_feature_maps(stages, feature_maps) if feature_maps > 0 else None
-        return Explanation(heatmap=heatmap, overlay_png=overlay, feature_maps_png=features,
+        overlay = render_overlay(image, result.heatmap, title, METHODS[self.method])
+        features = render_feature_maps(result.stages, feature_maps) if feature_maps > 0 else None
+        return Explanation(heatmap=result.heatmap, overlay_png=overlay, feature_maps_png=features,
                            target_class=self.classes[index], target_index=index, probabilities=probs,
-                           seconds=time.perf_counter() - started)
+                           seconds=time.perf_counter() - started, decision=result.decision)
 
-    def predicted(self, probs: np.ndarray, threshold: float | None = None) -> tuple[str, float]:
-        """The class the model asserts for these probabilities, and its probability."""
-        index = self._default_target(probs, threshold)
-        return self.classes[index], float(probs[index])
-
-    def default_title(self, index: int, probs: np.ndarray, threshold: float | None = None) -> str:
-        name, p = self.predicted(probs, threshold)
-        line = f"predicted {name} (p = {p:.3f}" + (f", threshold {threshold:.3f})" if threshold is not None else ")")
-        if self.classes[index] != name:
+    def default_title(self, index: int, probs: np.ndarray, decision: Decision | None = None) -> str:
+        """What the overlay says: the decision (with its threshold) when there is one, and which class is shown."""
+        if decision is not None:
+            p = "-" if decision.probability is None else f"{decision.probability:.3f}"
+            cut = f", threshold {decision.threshold:.3f}" if decision.threshold is not None else ""
+            line = f"predicted {decision.label} (p = {p}{cut})"
+            shown = decision.target_index
+        else:
+            line = f"most probable {self.classes[int(np.argmax(probs))]} (p = {float(np.max(probs)):.3f})"
+            shown = int(np.argmax(probs))
+        if index != shown:
             line += f"\n{METHODS[self.method]} for {self.classes[index]} (p = {probs[index]:.3f})"
         return f"{line}\n{METHODS[self.method]} at {self.layer}"
 
 
 def explain(predictor: Predictor, image: np.ndarray, *, target: str | int | None = None, method: str = "gradcam",
             layer: str | None = None, feature_maps: int = 8) -> Explanation:
-    """One-off convenience wrapper around :class:`Explainer`."""
-    return Explainer(predictor, method=method, layer=layer).explain(image, target=target, feature_maps=feature_maps)
+    """One-off convenience wrapper around :class:`Explainer`: explains ``target``, else the predictor's decision."""
+    return Explainer(predictor, method=method, layer=layer).explain(image, target=target, decide=predictor.decide,
+                                                                    feature_maps=feature_maps)

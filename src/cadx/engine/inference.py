@@ -12,7 +12,8 @@ import torch
 from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_header_if_dicom, read_image
 from cadx.data.transforms import prepare_image, to_model_input
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
-from cadx.engine.metrics import predicted_indices
+from cadx.engine.decision import Decision, decide, decide_all
+from cadx.engine.meta import CheckpointMeta
 from cadx.engine.scope import SCOPES, scope_warning
 
 
@@ -26,6 +27,7 @@ def pick_device(device: str | None = None) -> torch.device:
 class FilePrediction:
     file: str
     probabilities: np.ndarray | None  # one value per class
+    decision: Decision | None = None  # None exactly when the file could not be read
     error: str | None = None
     warning: str | None = None  # e.g. a DICOM header outside the model's scope
 
@@ -34,6 +36,7 @@ class Predictor:
     def __init__(self, checkpoint: LoadedCheckpoint, device: str | None = None) -> None:
         self.device = pick_device(device)
         self.checkpoint = checkpoint
+        self.meta: CheckpointMeta = checkpoint.meta
         self.model = checkpoint.model.to(self.device).eval()
         self.pre = checkpoint.preprocessing
         self.classes = checkpoint.classes
@@ -42,9 +45,11 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Predictor:
         return cls(load_checkpoint(path), device)
 
-    def read(self, path: str | Path, frame: int | None = None) -> np.ndarray:
-        """Decode a file the way this model was trained (DICOM window included; multi-frame: middle or ``frame``)."""
-        return read_image(path, window=self.pre.window, frame=frame)
+    def read(self, path: str | Path, frame: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+        """Decode a file the way this model was trained (DICOM window included; multi-frame: middle or ``frame``);
+        ``max_pixels`` refuses larger images before they are decoded (``UnreadableImageError``)."""
+        extra = {} if max_pixels is None else {"max_pixels": max_pixels}
+        return read_image(path, window=self.pre.window, frame=frame, **extra)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.pre)
@@ -65,43 +70,41 @@ class Predictor:
         x = torch.as_tensor(batch if isinstance(batch, torch.Tensor) or batch.flags.writeable
                             else np.array(batch)).to(self.device)
         logits = self.model(to_model_input(x, self.pre))
-        scores = torch.sigmoid(logits) if self.checkpoint.multilabel else torch.softmax(logits, dim=1)
+        scores = torch.sigmoid(logits) if self.meta.multilabel else torch.softmax(logits, dim=1)
         return scores.float().cpu().numpy()
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         out = [self.predict_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    def predict_files(self, files: Iterable[Path], batch_size: int = 32,
-                      frame: int | None = None) -> Iterator[FilePrediction]:
-        """Unreadable files come back with their error; the others still run."""
+    def predict_files(self, files: Iterable[Path], batch_size: int = 32, frame: int | None = None,
+                      threshold: float | None = None) -> Iterator[FilePrediction]:
+        """Each file's probabilities and decision (at ``threshold``, else the model's); unreadable files come back
+        with their error and the others still run."""
         pending: list[tuple[str, np.ndarray, str | None]] = []
         for file in files:
             try:
                 image = self.read(file, frame)
                 pending.append((str(file), self.prepare(image), self.scope_warning(file, image)))
             except UnreadableImageError as exc:
-                yield FilePrediction(str(file), None, exc.reason)
+                yield FilePrediction(str(file), None, error=exc.reason)
                 continue
             if len(pending) == batch_size:
-                yield from self._flush(pending)
+                yield from self._flush(pending, threshold)
                 pending = []
-        yield from self._flush(pending)
+        yield from self._flush(pending, threshold)
 
-    def _flush(self, pending: list[tuple[str, np.ndarray, str | None]]) -> Iterator[FilePrediction]:
+    def _flush(self, pending: list[tuple[str, np.ndarray, str | None]],
+               threshold: float | None) -> Iterator[FilePrediction]:
         if not pending:
             return
         probs = self.predict_batch(np.stack([img for _, img, _ in pending]))
-        for (name, _, warning), p in zip(pending, probs, strict=True):
-            yield FilePrediction(name, p, warning=warning)
+        for (name, _, warning), p, d in zip(pending, probs, decide_all(probs, self.meta, threshold), strict=True):
+            yield FilePrediction(name, p, d, warning=warning)
 
-    def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> list[str]:
-        """Class names the model asserts: argmax, or the binary/multi-label rule at the threshold."""
-        t = self.checkpoint.threshold if threshold is None else threshold
-        if self.checkpoint.multilabel:
-            return [c for c, p in zip(self.classes, probabilities, strict=True) if p >= t]
-        index = predicted_indices(np.asarray(probabilities)[None], self.checkpoint.positive_index, t)[0]
-        return [self.classes[int(index)]]
+    def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> Decision:
+        """This model's decision for one image's probabilities (``cadx.engine.decision``)."""
+        return decide(probabilities, self.meta, threshold)
 
 
 class EnsemblePredictor(Predictor):
@@ -115,10 +118,11 @@ class EnsemblePredictor(Predictor):
         first = members[0]
         super().__init__(first.checkpoint, str(first.device))
         for other in members[1:]:
-            ck = other.checkpoint
-            if (other.classes != first.classes or ck.meta["task"] != first.checkpoint.meta["task"]
-                    or other.pre != first.pre or ck.positive_index != first.checkpoint.positive_index):
-                raise ValueError(f"{ck.path}: classes, task or preprocessing differ from {first.checkpoint.path}; "
+            ck, ref = other.checkpoint.meta, first.meta
+            if (ck.classes, ck.task, ck.preprocessing, ck.positive_index) != (ref.classes, ref.task,
+                                                                              ref.preprocessing, ref.positive_index):
+                raise ValueError(f"{other.checkpoint.path}: classes, task or preprocessing differ from "
+                                 f"{first.checkpoint.path}; "
                                  "only checkpoints of one task can be averaged")
         self.members = members
         self.flip = flip

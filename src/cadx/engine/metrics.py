@@ -19,17 +19,11 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from cadx.engine.decision import decision_indices
+
 N_BOOTSTRAP = 1000
 HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
 MULTILABEL_CI = ("accuracy", "f1", "auc")  # the multi-label metrics given bootstrap intervals
-
-
-def predicted_indices(probs: np.ndarray, positive_index: int | None, threshold: float) -> np.ndarray:
-    """The decision rule of every single-label cadx model (metrics, predict, the server, Grad-CAM's target):
-    a binary model asserts its positive class when p(positive) >= threshold; other models take the argmax."""
-    if positive_index is None:
-        return probs.argmax(1)
-    return np.where(probs[:, positive_index] >= threshold, positive_index, 1 - positive_index)
 
 
 def _rates(cm: np.ndarray) -> dict[str, np.ndarray]:
@@ -75,7 +69,7 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str],
                            n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
     """Everything the evaluation report shows, for single-label tasks."""
     k = len(classes)
-    pred = predicted_indices(probs, positive_index, threshold)
+    pred = decision_indices(probs, positive_index=positive_index, threshold=threshold)
     cm = confusion_matrix(y, pred, labels=range(k))
     rates = _rates(cm)
     per_class_auc = [_auc(y == i, np.stack([1 - probs[:, i], probs[:, i]], 1), 1) for i in range(k)]
@@ -94,7 +88,8 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str],
         "n_images": int(len(y)),
     }
     if positive_index is not None:
-        result["accuracy_at_0.5"] = float(accuracy_score(y, predicted_indices(probs, positive_index, 0.5)))
+        at_half = decision_indices(probs, positive_index=positive_index, threshold=0.5)
+        result["accuracy_at_0.5"] = float(accuracy_score(y, at_half))
     result["ci"] = bootstrap_ci(y, probs, pred, positive_index, n_bootstrap, seed)
     return result
 
@@ -142,7 +137,7 @@ def _multilabel_scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> di
 def multilabel_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], *, threshold: float = 0.5,
                        n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
     """Per-label AUC and thresholded precision/recall/specificity/F1, macro-averaged over labels."""
-    pred = (probs >= threshold).astype(int)
+    pred = decision_indices(probs, threshold=threshold, multilabel=True)
     per_class = {}
     for i, c in enumerate(classes):
         cm = confusion_matrix(y[:, i], pred[:, i], labels=[0, 1])

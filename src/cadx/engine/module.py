@@ -16,6 +16,8 @@ from torchmetrics.classification import (
 
 from cadx.data.transforms import Preprocessing, to_model_input
 from cadx.engine.checkpoint import LoadedCheckpoint
+from cadx.engine.config import TrainConfig
+from cadx.engine.meta import CheckpointMeta
 from cadx.models import create_model, freeze_backbone, load_pretrained_weights
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary heads, as in Szegedy et al. 2015
@@ -47,33 +49,35 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor,
 
 
 class ClassificationModule(L.LightningModule):
-    def __init__(self, config: dict[str, Any], num_classes: int, multilabel: bool, preprocessing: dict[str, Any],
+    """Network, loss, optimiser and steps; every setting comes from the typed ``TrainConfig`` (no defaults of its
+    own), the input preparation from the ``Preprocessing`` that travels with the weights."""
+
+    def __init__(self, config: TrainConfig, num_classes: int, multilabel: bool, pre: Preprocessing,
                  class_weights: list[float] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
         self.config = config
-        self.pre = Preprocessing.from_dict(preprocessing)
-        self.model = create_model(config["model"], in_channels=self.pre.channels, num_classes=num_classes,
-                                  **config.get("model_options", {}))
-        if config.get("weights"):
-            load_pretrained_weights(self.model, config["weights"])
-        if config.get("freeze_backbone"):
+        self.pre = pre
+        self.model = create_model(config.model, in_channels=pre.channels, num_classes=num_classes,
+                                  **config.model_options)
+        if config.weights:
+            load_pretrained_weights(self.model, config.weights)
+        if config.freeze_backbone:
             freeze_backbone(self.model)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         if multilabel:
-            self.criterion: nn.Module = SmoothedBCEWithLogits(config.get("label_smoothing", 0.0), weight)
+            self.criterion: nn.Module = SmoothedBCEWithLogits(config.label_smoothing, weight)
             self.val_auc = MultilabelAUROC(num_labels=num_classes)
             self.train_acc = MultilabelAccuracy(num_labels=num_classes)
             self.val_acc = MultilabelAccuracy(num_labels=num_classes)
         else:
-            self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.get("label_smoothing", 0.0))
+            self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
             self.val_auc = MulticlassAUROC(num_classes=num_classes)
             self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
             self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.multilabel = multilabel
         # checkpoints to distil from; a plain list, so their weights stay out of this module's checkpoint
         self.teachers: list[LoadedCheckpoint] = []
-        self.cadx_meta: dict[str, Any] = {}  # filled by the trainer code; written into every checkpoint
+        self.cadx_meta: CheckpointMeta | None = None  # set by the trainer code; written into every checkpoint
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(to_model_input(images, self.pre))
@@ -88,7 +92,7 @@ class ClassificationModule(L.LightningModule):
     @torch.no_grad()
     def teacher_probs(self, images: torch.Tensor) -> torch.Tensor:
         """The teachers' tempered probabilities on this (augmented) batch, averaged over teachers."""
-        temperature = self.config["distill_temperature"]
+        temperature = self.config.distill_temperature
         probs = [self._scores(t.model(to_model_input(images, t.preprocessing)).float() / temperature)
                  for t in self.teachers]
         return torch.stack(probs).mean(0)
@@ -102,8 +106,8 @@ class ClassificationModule(L.LightningModule):
         else:
             logits, loss = out, self.criterion(out, targets)
         if self.teachers:
-            weight = self.config["distill_weight"]
-            soft = distillation_loss(logits, self.teacher_probs(images), self.config["distill_temperature"],
+            weight = self.config.distill_weight
+            soft = distillation_loss(logits, self.teacher_probs(images), self.config.distill_temperature,
                                      self.multilabel)
             loss = (1 - weight) * loss + weight * soft
         self.train_acc(self._scores(logits.detach()), targets.int() if self.multilabel else targets)
@@ -124,31 +128,27 @@ class ClassificationModule(L.LightningModule):
         self.log("val_auc", self.val_auc, on_epoch=True, batch_size=len(images))
 
     def configure_optimizers(self) -> Any:
-        c = self.config
+        c = self.config  # names were checked when the configuration was built
         params = [p for p in self.parameters() if p.requires_grad]
-        name = c.get("optimizer", "adam").lower()
-        if name == "adam":
-            opt = torch.optim.Adam(params, lr=c["lr"], betas=tuple(c["betas"]), weight_decay=c["weight_decay"])
-        elif name == "adamw":
-            opt = torch.optim.AdamW(params, lr=c["lr"], betas=tuple(c["betas"]), weight_decay=c["weight_decay"])
-        elif name == "sgd":
-            opt = torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
+        if c.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        elif c.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
         else:
-            raise ValueError(f"unknown optimizer '{name}' (use adam, adamw or sgd)")
-        schedule = c.get("scheduler", "none").lower()
-        if schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(c["epochs"], 1))
-        elif schedule == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c["step_size"], gamma=c["gamma"])
-        elif schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c["gamma"] if c["gamma"] < 1 else 0.1,
+            opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        if c.scheduler == "none":
+            return opt
+        if c.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.gamma if c.gamma < 1 else 0.1,
                                                                patience=2)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
-        elif schedule == "none":
-            return opt
+        if c.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(c.epochs, 1))
         else:
-            raise ValueError(f"unknown scheduler '{schedule}' (use cosine, step, plateau or none)")
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
         return {"optimizer": opt, "lr_scheduler": sched}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["cadx"] = self.cadx_meta
+        if self.cadx_meta is None:
+            raise RuntimeError("the checkpoint metadata must be set before training starts")
+        checkpoint["cadx"] = self.cadx_meta.to_dict()

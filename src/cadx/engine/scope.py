@@ -3,7 +3,7 @@ for a brain MRI or a holiday photo; the DICOM header, or the colour of the pixel
 the result.
 
 Two pieces of evidence are checked against the model's category (its metadata's, e.g. ``category: Chest X-ray``,
-else read from its folder name; ``cadx.engine.checkpoint.category_for``, the one the server groups models by):
+else read from its folder name; ``cadx.engine.catalogue.category_of``, the one the server groups models by):
 a DICOM header's Modality and BodyPartExamined, and, for any file, whether the decoded image is in colour, since
 every known scope is a greyscale modality. It only warns: a header field that is absent or a category without a
 known scope gives no warning, since many exporters leave BodyPartExamined empty and PNG/JPEG files carry no header.

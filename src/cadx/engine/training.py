@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -13,28 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
-from monai.data.utils import worker_init_fn
-from torch.utils.data import DataLoader, Sampler
 
 from cadx import __version__
-from cadx.data.cache import DecodedImages, decode_records
-from cadx.data.datasets import CachedImageDataset, balanced_sampler, class_weights
+from cadx.data.cache import DecodedImages
 from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import assign_splits, read_split_file, write_split_file
-from cadx.data.transforms import Augmentation, Preprocessing, build_augmentation
+from cadx.data.transforms import Preprocessing
 from cadx.engine.callbacks import EpochLog, logged_seconds, read_epoch_log
-from cadx.engine.checkpoint import FORMAT_VERSION, LoadedCheckpoint, load_checkpoint, update_meta
+from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint, update_meta
 from cadx.engine.config import TrainConfig
+from cadx.engine.datamodule import ImageDataModule
+from cadx.engine.evaluation import validation_threshold
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
-from cadx.engine.metrics import choose_threshold
+from cadx.engine.meta import CheckpointMeta, Provenance, new_meta
 from cadx.engine.module import ClassificationModule
 from cadx.engine.plots import plot_training_curves
-from cadx.models import count_parameters, get_model_info
+from cadx.models import count_parameters, get_model_info, weights_normalisation
 
 log = logging.getLogger(__name__)
 # The run folder deliberately holds more than checkpoints; the pytree notice is Lightning-internal.
@@ -66,9 +66,15 @@ def prepare_splits(index: DatasetIndex, config: TrainConfig,
 
 
 def resolve_preprocessing(config: TrainConfig) -> Preprocessing:
+    """Input size and channels from the configuration (else the model's defaults); normalisation from the
+    pretrained weights when training starts from them (they only work on inputs prepared as they were trained)."""
     info = get_model_info(config.model)
-    return Preprocessing(image_size=config.image_size or info.default_input_size,
-                         channels=config.in_channels or info.default_in_channels, window=config.window)
+    channels = config.in_channels or info.default_in_channels
+    norm = {}
+    if config.weights:
+        norm["mean"], norm["std"] = weights_normalisation(config.weights, channels)
+    return Preprocessing(image_size=config.image_size or info.default_input_size, channels=channels,
+                         window=config.window, **norm)
 
 
 def _precision(config: TrainConfig) -> str:
@@ -77,14 +83,6 @@ def _precision(config: TrainConfig) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
-
-
-def _loader(dataset: CachedImageDataset, config: TrainConfig, *, train: bool,
-            sampler: Sampler | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
-                      worker_init_fn=worker_init_fn if config.num_workers > 0 else None,  # seeds MONAI transforms
-                      drop_last=train and len(dataset) > config.batch_size)
 
 
 def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: bool = False,
@@ -115,21 +113,13 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
     write_split_file(output / "split.csv", splits)
     pre = resolve_preprocessing(config)
     teachers = load_teachers(config, index, pre)  # before decoding: a wrong teacher fails in seconds
-    decoded = {name: decode_records(index, splits[name], pre, description=f"Decoding {name} images",
-                                    cache_dir=output / ".cache" / name) for name in ("train", "val")}
-    skipped = decoded["train"].skipped + decoded["val"].skipped
-    _check_decoded(index, decoded)
+    data_module = ImageDataModule(index, splits, config, pre, cache_dir=output / ".cache")
+    data_module.setup("fit")
+    decoded, skipped = data_module.decoded, data_module.skipped
+    weights = data_module.class_weights()
 
-    num_classes = len(index.classes)
-    train_set = CachedImageDataset(decoded["train"], num_classes, index.multilabel,
-                                   build_augmentation(Augmentation(flip=config.flip) if config.augment else None,
-                                                      pre.image_size, seed=config.seed))
-    val_set = CachedImageDataset(decoded["val"], num_classes, index.multilabel)
-    weights = class_weights(train_set.targets, num_classes) if config.class_weights else None
-    sampler = (balanced_sampler(train_set.targets, num_classes, config.seed)
-               if config.balanced_sampler and not index.multilabel else None)
-
-    module = _build_module(config, num_classes, index.multilabel, pre, weights)
+    module = ClassificationModule(config, len(index.classes), index.multilabel, pre,
+                                  weights.tolist() if weights is not None else None)
     module.teachers = teachers
     module.cadx_meta = _meta(index, config, pre, splits, module)
     epoch_log = output / "metrics.csv"
@@ -152,17 +142,17 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
         callbacks=callbacks, logger=False, default_root_dir=output, deterministic="warn",
         log_every_n_steps=10, num_sanity_val_steps=0, enable_model_summary=False)
     last = output / "last.ckpt"
-    trainer.fit(module, _loader(train_set, config, train=True, sampler=sampler),
-                _loader(val_set, config, train=False), ckpt_path=str(last) if resume and last.exists() else None)
+    trainer.fit(module, datamodule=data_module, ckpt_path=str(last) if resume and last.exists() else None)
 
     best_path = Path(best.best_model_path) if best.best_model_path else last
     if best_path != output / "best.ckpt":
         shutil.copyfile(best_path, output / "best.ckpt")
         best_path = output / "best.ckpt"
-    threshold = _validation_threshold(best_path, decoded["val"], module.cadx_meta)
+    # The operating point is chosen after training, on validation, by the one rule evaluation uses too.
+    threshold, source = validation_threshold(Predictor(load_checkpoint(best_path)), decoded["val"])
     for ckpt in (best_path, last):
         if ckpt.exists():
-            update_meta(ckpt, decision_threshold=threshold)
+            update_meta(ckpt, decision_threshold=threshold, threshold_source=source)
     rows = read_epoch_log(epoch_log) if epoch_log.exists() else []
     if rows:
         plot_training_curves(rows, output / "curves.png")
@@ -181,13 +171,10 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
 def load_teachers(config: TrainConfig, index: DatasetIndex, pre: Preprocessing) -> list[LoadedCheckpoint]:
     """Checkpoints to distil from; each must predict this data's classes from images prepared the same way (they
     see the student's augmented batch)."""
-    if config.teachers and not (0.0 <= config.distill_weight <= 1.0 and config.distill_temperature > 0):
-        raise ValueError(f"distillation needs 0 <= weight <= 1 and temperature > 0 (got {config.distill_weight}, "
-                         f"{config.distill_temperature})")
     teachers = []
     for path in config.teachers:
         teacher = load_checkpoint(path)
-        if teacher.classes != list(index.classes) or teacher.multilabel != index.multilabel:
+        if teacher.classes != list(index.classes) or teacher.meta.multilabel != index.multilabel:
             raise DatasetError(f"{teacher.path}: this teacher predicts {teacher.classes}, the data has "
                                f"{list(index.classes)}{' (multi-label)' if index.multilabel else ''}")
         t = teacher.preprocessing
@@ -199,50 +186,24 @@ def load_teachers(config: TrainConfig, index: DatasetIndex, pre: Preprocessing) 
     return teachers
 
 
-def _check_decoded(index: DatasetIndex, decoded: dict[str, DecodedImages]) -> None:
-    for name in ("train", "val"):
-        if not decoded[name].records:
-            raise DatasetError(f"{index.source}: the {name} split has no readable images")
-    present = index.class_counts(decoded["train"].records)
-    missing = [c for c, n in present.items() if n == 0]
-    if missing:
-        raise DatasetError(f"{index.source}: no readable training images for class(es): {', '.join(missing)}")
-
-
-def _build_module(config: TrainConfig, num_classes: int, multilabel: bool, pre: Preprocessing,
-                  weights: torch.Tensor | None) -> ClassificationModule:
-    return ClassificationModule(config.to_dict(), num_classes, multilabel, pre.to_dict(),
-                                weights.tolist() if weights is not None else None)
-
-
 def _meta(index: DatasetIndex, config: TrainConfig, pre: Preprocessing, splits: dict[str, list[Record]],
-          module: ClassificationModule) -> dict[str, Any]:
-    binary = len(index.classes) == 2 and not index.multilabel
-    return {
-        "format": FORMAT_VERSION, "cadx_version": __version__,
-        "model": {"name": config.model, "options": dict(config.model_options), "in_channels": pre.channels,
-                  "num_classes": len(index.classes), "params": count_parameters(module.model)},
-        "classes": list(index.classes),
-        "task": "multilabel" if index.multilabel else "multiclass",
-        "positive_index": 1 if binary else None,
-        "decision_threshold": 0.5,
-        "preprocessing": pre.to_dict(),
-        "data": {"source": str(index.source), "kind": index.kind, "patient_pattern": config.patient_pattern},
-        "split": {name: [r.key for r in recs] for name, recs in splits.items()},
-        "config": config.to_dict(),
-    }
+          module: ClassificationModule) -> CheckpointMeta:
+    return new_meta(
+        config.model, index.classes, pre, task="multilabel" if index.multilabel else "multiclass",
+        options=config.model_options, params=count_parameters(module.model),
+        split={name: tuple(r.key for r in recs) for name, recs in splits.items()},
+        provenance=Provenance(source=str(index.source), kind=index.kind, patient_pattern=config.patient_pattern,
+                              cadx_version=__version__, command=" ".join(["cadx", *sys.argv[1:]]),
+                              data_hash=_data_hash(splits["train"])),
+        config=config.to_dict())
 
 
-def _validation_threshold(best_path: Path, val: DecodedImages, meta: dict[str, Any]) -> float:
-    """Binary tasks: the operating point is chosen on validation, never on test."""
-    if meta["positive_index"] is None:
-        return 0.5
-    predictor = Predictor(load_checkpoint(best_path))
-    probs = predictor.predict_arrays(val.images)
-    y = np.array([r.target for r in val.records])
-    if len(np.unique(y)) < 2:
-        return 0.5
-    return choose_threshold(y, probs, meta["positive_index"])
+def _data_hash(records: list[Record]) -> str:
+    """sha256 over the training records' keys and targets: two runs with the same hash saw the same labelled set."""
+    digest = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.key):
+        digest.update(f"{r.key}\t{r.target}\n".encode())
+    return "sha256:" + digest.hexdigest()
 
 
 def _summary(index: DatasetIndex, splits: dict[str, list[Record]], decoded: dict[str, DecodedImages],

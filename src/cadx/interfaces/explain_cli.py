@@ -1,7 +1,4 @@
-"""``cadx explain``: Grad-CAM / Grad-CAM++ overlays, raw heatmaps and feature-map tiles for images or folders.
-
-Registered on the main Typer app by importing this module at the end of ``cadx.interfaces.cli``.
-"""
+"""``cadx explain``: Grad-CAM / Grad-CAM++ overlays, raw heatmaps and feature-map tiles for images or folders."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cadx.data.readers import UnreadableImageError
-from cadx.interfaces.cli import app, console, err_console, user_errors
+from cadx.interfaces.console import console, err_console, user_errors
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -29,7 +26,6 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
-@app.command("explain")
 @user_errors
 def explain_command(
     checkpoint: Annotated[Path, typer.Argument(help="Run folder or .ckpt file.")],
@@ -37,6 +33,8 @@ def explain_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the overlays, heatmaps and tiles.")],
     class_name: Annotated[str | None, typer.Option("--class", help="Class to explain (default: the predicted "
                                                                    "one).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Binary decision threshold (default: the model's); the "
+                                                         "predicted class is decided at it.")] = None,
     method: Annotated[str, typer.Option(help="gradcam or gradcam++.")] = "gradcam",
     layer: Annotated[str | None, typer.Option(help="Target layer (default: the model's last stage).")] = None,
     feature_maps: Annotated[int, typer.Option("--feature-maps", help="Most active channels per stage in "
@@ -46,12 +44,14 @@ def explain_command(
 
     Unreadable files are reported and skipped; the exit code is non-zero only if no image could be explained.
     """
+    from cadx.engine.decision import resolve_threshold
     from cadx.engine.explain import Explainer
     from cadx.engine.inference import Predictor, expand_inputs
 
     if feature_maps < 0:
         raise ValueError(f"--feature-maps must be >= 0, got {feature_maps}")
     predictor = Predictor.from_checkpoint(checkpoint)
+    resolve_threshold(predictor.meta, threshold)  # a threshold outside [0, 1] fails before any image is read
     try:
         explainer = Explainer(predictor, method=method, layer=layer)
         if class_name is not None:
@@ -80,14 +80,16 @@ def explain_command(
                 rows.append((str(file), "-", "", reason))
                 progress.advance(task)
                 continue
-            result = explainer.explain(image, target=class_name, feature_maps=feature_maps)
+            result = explainer.explain(image, target=class_name, feature_maps=feature_maps,
+                                       decide=lambda p: predictor.decide(p, threshold))
             stem = _unique_stem(file, used)
             (output / f"{stem}_overlay.png").write_bytes(result.overlay_png)
             np.save(output / f"{stem}_heatmap.npy", result.heatmap)
             if result.feature_maps_png is not None:
                 (output / f"{stem}_features.png").write_bytes(result.feature_maps_png)
-            predicted, p = explainer.predicted(result.probabilities)
-            rows.append((str(file), result.target_class, f"{predicted} ({p:.3f})", ""))
+            decision = result.decision
+            p = "-" if decision.probability is None else f"{decision.probability:.3f}"
+            rows.append((str(file), result.target_class, f"{decision.label} ({p})", ""))
             if warning := predictor.scope_warning(file, image):
                 warnings.append((str(file), warning))
             done += 1

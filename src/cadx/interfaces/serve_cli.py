@@ -1,7 +1,4 @@
-"""``cadx serve`` (the web system) and ``cadx users add`` (accounts).
-
-Registered on the main Typer app by importing this module at the end of ``cadx.interfaces.cli``.
-"""
+"""``cadx serve`` (the web system) and ``cadx users add`` (accounts)."""
 
 from __future__ import annotations
 
@@ -12,10 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cadx.interfaces.cli import app, console, user_errors
+from cadx.interfaces.console import console, user_errors
 
 users_app = typer.Typer(help="Server accounts (admin and clinician roles).", no_args_is_help=True)
-app.add_typer(users_app, name="users")
 
 
 def _settings(**overrides: Any) -> Any:
@@ -32,7 +28,6 @@ def _announce_when_up(server: Any, url: str) -> None:
         print(f"cadx is running at {url}", flush=True)
 
 
-@app.command("serve")
 @user_errors
 def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -74,10 +69,10 @@ def add_user_command(
     data_dir: Annotated[Path | None, typer.Option(help="Data dir holding the default SQLite database.")] = None,
 ) -> None:
     """Create a user of the web system (the database is migrated first)."""
-    from cadx.server.auth import validate_new_user
     from cadx.server.bootstrap import add_user
     from cadx.server.db.migrate import upgrade_database
     from cadx.server.db.session import make_engine, make_session_factory
+    from cadx.server.security import validate_new_user
 
     settings = _settings(db_url=db, data_dir=data_dir)
     validate_new_user(name, role)  # before asking for a password

@@ -1,7 +1,4 @@
-"""``cadx tabular``: clinical-variable CSVs, the seed's 1-D CNN against logistic regression and gradient boosting.
-
-Kept out of cli.py so the image commands stay readable; importing this module registers the command on ``app``.
-"""
+"""``cadx tabular``: clinical-variable CSVs, the seed's 1-D CNN against logistic regression and gradient boosting."""
 
 from __future__ import annotations
 
@@ -11,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cadx.interfaces.cli import app, console, user_errors
+from cadx.interfaces.console import console, user_errors
 
 
-@app.command("tabular")
 @user_errors
 def tabular_command(
     csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="One row per patient, a header row.")],

@@ -12,7 +12,7 @@ from cadx.models.registry import (
     list_models,
     register_model,
 )
-from cadx.models.weights import LoadReport, freeze_backbone, load_pretrained_weights
+from cadx.models.weights import LoadReport, freeze_backbone, load_pretrained_weights, weights_normalisation
 
 __all__ = [
     "LoadReport",
@@ -24,4 +24,5 @@ __all__ = [
     "list_models",
     "load_pretrained_weights",
     "register_model",
+    "weights_normalisation",
 ]

@@ -17,12 +17,16 @@ from torch import nn
 
 from cadx.models.layers.cbam import CBAM, ChannelAttention, SpatialAttention
 
-__all__ = ["LoadReport", "freeze_backbone", "load_pretrained_weights"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoadReport", "freeze_backbone", "load_pretrained_weights",
+           "weights_normalisation"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 _PREFIXES = ("module.", "model.", "_orig_mod.")
 _SOURCE_HEAD = re.compile(r"^(aux\d*|AuxLogits|head|fc|classifier|last_linear|pre_logits)\.")
 _MAX_LISTED = 20
+# torchvision's and timm's ImageNet weights expect inputs normalised with these (RGB order).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # (pattern, replacement) tried in order for source keys the target does not have; the first whose
 # result exists in the target wins. "{head}" is the target's final Linear.
 _RENAMES: list[tuple[str, str]] = [
@@ -66,6 +70,26 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path} does not contain a state dict (got {type(obj).__name__})")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def weights_normalisation(path: str | Path, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input normalisation the weights in ``path`` were trained with, for ``channels`` input channels.
+
+    A cadx checkpoint says so in its metadata; any other state dict is taken to be torchvision/timm ImageNet
+    weights. For a grey stem (RGB filters summed, see ``_adapt_first_conv``) the channel means are averaged, as
+    timm does: a grey image replicated to RGB and normalised with the average sees the summed filters the same way.
+    """
+    obj = torch.load(Path(path), map_location="cpu", weights_only=False)
+    own = obj.get("cadx", {}).get("preprocessing") if isinstance(obj, dict) else None
+    if isinstance(own, dict):
+        mean, std = own.get("mean", 0.5), own.get("std", 0.25)
+        mean = (mean,) if isinstance(mean, (int, float)) else tuple(mean)
+        std = (std,) if isinstance(std, (int, float)) else tuple(std)
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if len(mean) == channels or len(mean) == 1:
+        return tuple(map(float, mean)), tuple(map(float, std))
+    return (float(sum(mean) / len(mean)),), (float(sum(std) / len(std)),)
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor], ignored: list[str]) -> dict[str, torch.Tensor]:

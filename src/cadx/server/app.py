@@ -14,7 +14,6 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 
 from cadx import __version__
-from cadx.server.auth import TokenCodec
 from cadx.server.bootstrap import ensure_first_admin
 from cadx.server.context import AppContext
 from cadx.server.db.migrate import upgrade_database
@@ -22,7 +21,8 @@ from cadx.server.db.session import make_engine, make_session_factory
 from cadx.server.errors import ApiError, api_error_handler
 from cadx.server.middleware import BodyLimit, SecurityHeaders
 from cadx.server.model_store import ModelStore
-from cadx.server.routers import auth, health, models, pages, studies
+from cadx.server.routers import auth, catalogue, health, pages, studies
+from cadx.server.security import TokenCodec
 from cadx.server.settings import Settings
 from cadx.server.storage import StudyStorage
 
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, *, log_first_admin: bool = True
     app.add_exception_handler(ApiError, api_error_handler)
 
     api = APIRouter(prefix="/api/v1")
-    for router in (auth.router, models.router, studies.router, health.router):
+    for router in (auth.router, catalogue.router, studies.router, health.router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health.router, include_in_schema=False)

@@ -7,9 +7,9 @@ import secrets
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cadx.server.auth import hash_password, validate_new_user
-from cadx.server.db.models import User
+from cadx.server.db.orm import User
 from cadx.server.db.repository import Repository
+from cadx.server.security import hash_password, validate_new_user
 
 FIRST_ADMIN = "admin"
 

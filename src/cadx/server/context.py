@@ -15,7 +15,7 @@ from cadx.server.storage import StudyStorage
 if TYPE_CHECKING:
     from fastapi.templating import Jinja2Templates
 
-    from cadx.server.auth import TokenCodec
+    from cadx.server.security import TokenCodec
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""The models offered by the server: scanned from the models folder, loaded lazily, kept and reused.
+"""The models offered by the server: found by the engine's catalogue (``cadx.engine.catalogue``, the rules the
+command line uses too), loaded lazily, kept and reused.
 
-Each ``<models_dir>/<id>/`` with a ``model.ckpt`` (or ``best.ckpt``) is a model; ``metrics.json`` beside it
-(written by ``cadx evaluate``) supplies its test metrics and ``README.md`` its model card. A loose
-``<models_dir>/<id>.ckpt`` is offered too (metrics from ``<id>.metrics.json`` when present). Listing reads only the
-checkpoint metadata; the network and its Grad-CAM explainer are built on first use and cached. One lock per model
-serialises inference on it: Grad-CAM hooks the network, so two requests must not run it at once.
+``metrics.json`` beside a checkpoint (written by ``cadx evaluate``) supplies its test metrics and ``README.md`` its
+model card (``<id>.metrics.json`` / ``<id>.md`` beside a loose ``<id>.ckpt``). Listing reads only the checkpoint
+metadata; the network and its Grad-CAM explainer are built on first use and cached. One lock per model serialises
+inference on it: Grad-CAM hooks the network, so two requests must not run it at once.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cadx.engine.checkpoint import category_for
+from cadx.engine.catalogue import category_of, scan, sidecar_files
+from cadx.engine.checkpoint import CheckpointError, read_meta
+from cadx.engine.meta import CheckpointMeta
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAMES = ("model.ckpt", "best.ckpt")
 METRIC_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "auc")
 
 
@@ -62,7 +63,7 @@ class ModelEntry:
 
     id: str
     path: Path
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     version: str
     category: str
     metrics: dict[str, Any] | None
@@ -70,27 +71,11 @@ class ModelEntry:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
-
-    @property
-    def architecture(self) -> str:
-        return str(self.meta["model"]["name"])
+        return list(self.meta.classes)
 
     @property
     def title(self) -> str:
-        return str(self.meta.get("title") or self.id)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.meta["preprocessing"]["image_size"])
-
-    @property
-    def channels(self) -> int:
-        return int(self.meta["preprocessing"]["channels"])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.meta.get("decision_threshold", 0.5))
+        return self.meta.title or self.id
 
 
 @dataclass
@@ -112,17 +97,7 @@ class ModelStore:
 
     def entries(self) -> list[ModelEntry]:
         """Current models, rescanned cheaply (stat only) so a model dropped in the folder shows up."""
-        found: dict[str, Path] = {}
-        if self.models_dir.is_dir():
-            for child in sorted(self.models_dir.iterdir()):
-                if child.name.startswith("."):
-                    continue
-                if child.is_dir():
-                    ckpt = next((child / n for n in CHECKPOINT_NAMES if (child / n).is_file()), None)
-                    if ckpt is not None:
-                        found[child.name] = ckpt
-                elif child.suffix == ".ckpt" and child.is_file():
-                    found.setdefault(child.stem, child)  # a folder of the same name wins
+        found = scan(self.models_dir)
         with self._lock:
             for model_id in set(self._entries) - set(found):
                 self._entries.pop(model_id)
@@ -132,7 +107,7 @@ class ModelStore:
                 key = (stat.st_mtime, stat.st_size)
                 cached = self._entries.get(model_id)
                 if cached is None or cached[0] != key:
-                    self._entries[model_id] = (key, self._describe(model_id, ckpt, self.models_dir))
+                    self._entries[model_id] = (key, self._describe(model_id, ckpt))
                     self._loaded.pop(model_id, None)
             entries = [e for _, e in self._entries.values() if e is not None]
         return sorted(entries, key=lambda e: (e.category, e.id))
@@ -164,20 +139,16 @@ class ModelStore:
         return model_id in self._loaded
 
     @staticmethod
-    def _describe(model_id: str, ckpt: Path, models_dir: Path) -> ModelEntry | None:
-        from cadx.engine.checkpoint import CheckpointError, read_checkpoint
-
+    def _describe(model_id: str, ckpt: Path) -> ModelEntry | None:
         try:
-            meta = read_checkpoint(ckpt)["cadx"]
-            version = str(meta.get("version") or f"sha256:{_sha256(ckpt)[:12]}")
-        except (CheckpointError, OSError, KeyError) as exc:
+            meta = read_meta(ckpt)
+        except (CheckpointError, OSError) as exc:
             log.warning("%s: not offered (%s)", ckpt, exc)
             return None
-        loose = ckpt.parent != models_dir / model_id
-        metrics = ckpt.with_suffix(".metrics.json") if loose else ckpt.parent / "metrics.json"
-        card = ckpt.with_suffix(".md") if loose else ckpt.parent / "README.md"
-        return ModelEntry(id=model_id, path=ckpt, meta=meta, version=version, category=category_for(model_id, meta),
-                          metrics=read_metrics(metrics), card=card if card.is_file() else None)
+        side = sidecar_files(ckpt)
+        return ModelEntry(id=model_id, path=ckpt, meta=meta, version=meta.version or f"sha256:{_sha256(ckpt)[:12]}",
+                          category=category_of(meta.category, ckpt), metrics=read_metrics(side.metrics),
+                          card=side.card if side.card.is_file() else None)
 
 
 def _sha256(path: Path) -> str:

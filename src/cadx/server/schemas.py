@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cadx.server.db.models import AuditEvent, Study, StudyImage, User
+from cadx.server.db.orm import AuditEvent, Study, StudyImage, User
 from cadx.server.model_store import ModelEntry
 
 API = "/api/v1"
@@ -53,6 +53,7 @@ class ModelOut(BaseModel):
     channels: int
     parameters: int | None
     decision_threshold: float
+    threshold_source: str = Field(description="Where the threshold came from, e.g. validation (Youden's J)")
     version: str
     metrics: dict[str, Any] | None = Field(description="Test metrics from metrics.json (None when absent)")
     has_card: bool
@@ -139,12 +140,12 @@ class AuditOut(BaseModel):
 
 
 def model_out(entry: ModelEntry, loaded: bool) -> ModelOut:
-    spec = entry.meta["model"]
-    return ModelOut(id=entry.id, title=entry.title, category=entry.category, architecture=entry.architecture,
-                    task=str(entry.meta.get("task", "multiclass")), classes=entry.classes,
-                    input_size=entry.image_size, channels=entry.channels, parameters=spec.get("params"),
-                    decision_threshold=entry.threshold, version=entry.version, metrics=entry.metrics,
-                    has_card=entry.card is not None, loaded=loaded)
+    meta = entry.meta
+    return ModelOut(id=entry.id, title=entry.title, category=entry.category, architecture=meta.model.name,
+                    task=meta.task, classes=entry.classes, input_size=meta.preprocessing.image_size,
+                    channels=meta.preprocessing.channels, parameters=meta.model.params,
+                    decision_threshold=meta.decision_threshold, threshold_source=meta.threshold_source,
+                    version=entry.version, metrics=entry.metrics, has_card=entry.card is not None, loaded=loaded)
 
 
 def user_out(user: User) -> UserOut:

@@ -1,4 +1,5 @@
-"""Accounts: argon2 password hashes, signed bearer tokens, the session cookie's user and its CSRF token.
+"""Accounts: argon2 password hashes, signed bearer tokens, the session's CSRF token (the request dependencies that
+use them, ``CurrentUser`` and ``AdminUser``, are in ``cadx.server.deps``).
 
 A request is authenticated by ``Authorization: Bearer <token>`` (API clients) or by the signed session cookie
 (the page). Cookie-authenticated writes must also carry the session's CSRF token in ``X-CSRF-Token``: a cookie is
@@ -8,25 +9,21 @@ sent by the browser on cross-site posts, a header set by our own JS is not.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import OAuth2PasswordBearer
+from fastapi import Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from cadx.server.db.models import ROLES, User
+from cadx.server.db.orm import ROLES, User
 from cadx.server.db.repository import Repository
-from cadx.server.deps import get_repo
 
 _hasher = PasswordHasher()
 # Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _hasher.hash("not a password")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
-
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
 def hash_password(password: str) -> str:
@@ -95,43 +92,3 @@ def start_session(request: Request, user: User) -> None:
     request.session.clear()
     request.session["uid"] = user.id
     request.session["csrf"] = secrets.token_urlsafe(32)
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-def current_user(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)],
-                 repo: Annotated[Repository, Depends(get_repo)]) -> User:
-    """The logged-in user (bearer token first, else session cookie), or 401."""
-    if token:
-        uid = request.app.state.ctx.tokens.read(token)
-        if uid is None:
-            raise _unauthorized("invalid or expired token")
-    else:
-        uid = request.session.get("uid")
-        if uid is None:
-            raise _unauthorized("not authenticated: log in or send a bearer token")
-        if request.method not in SAFE_METHODS and not csrf_ok(request, request.headers.get(CSRF_HEADER)):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing or wrong {CSRF_HEADER} header")
-    user = repo.user_by_id(uid)
-    if user is None or not user.active:
-        raise _unauthorized("unknown or disabled user")
-    return user
-
-
-def require_admin(user: Annotated[User, Depends(current_user)]) -> User:
-    if user.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin role required")
-    return user
-
-
-def session_user(request: Request, repo: Repository) -> User | None:
-    """For pages: the cookie's user or None (pages redirect to the login page instead of a 401)."""
-    uid = request.session.get("uid")
-    user = repo.user_by_id(uid) if isinstance(uid, int) else None
-    return user if user is not None and user.active else None
-
-
-CurrentUser = Annotated[User, Depends(current_user)]
-AdminUser = Annotated[User, Depends(require_admin)]

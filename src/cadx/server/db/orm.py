@@ -81,10 +81,10 @@ class StudyImage(Base):
     kind: Mapped[str | None] = mapped_column(String(16))
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
-    predicted_class: Mapped[str | None] = mapped_column(String(128), index=True)
+    predicted_class: Mapped[str | None] = mapped_column(String(128), index=True)  # the most probable class
     probability: Mapped[float | None] = mapped_column(Double)
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
-    decision: Mapped[list[str] | None] = mapped_column(JSON)
+    decision: Mapped[list[str] | None] = mapped_column(JSON)  # the findings asserted, in class order
     target_class: Mapped[str | None] = mapped_column(String(128))
     has_features: Mapped[bool] = mapped_column(Boolean, default=False)
     seconds: Mapped[float | None] = mapped_column(Double)
@@ -93,6 +93,21 @@ class StudyImage(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     study: Mapped[Study] = relationship(back_populates="images")
+    findings: Mapped[list[ImageFinding]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True)
+
+
+class ImageFinding(Base):
+    """One class asserted for an analysed image (the decision at the study's threshold): what "studies with finding
+    X" searches, portably on every database (a JSON column cannot be queried the same way on all three)."""
+
+    __tablename__ = "image_findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("study_images.id", ondelete="CASCADE"), index=True)
+    class_name: Mapped[str] = mapped_column(String(128), index=True)
+
+    image: Mapped[StudyImage] = relationship(back_populates="findings")
 
 
 class AuditEvent(Base):

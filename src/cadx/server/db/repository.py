@@ -8,14 +8,14 @@ from datetime import date, datetime, time, timedelta, timezone
 from sqlalchemy import exists, func, select, text
 from sqlalchemy.orm import Session, selectinload
 
-from cadx.server.db.models import AuditEvent, Study, StudyImage, User
+from cadx.server.db.orm import AuditEvent, ImageFinding, Study, StudyImage, User
 
 
 @dataclass(frozen=True)
 class StudyFilter:
     patient_id: str | None = None
     model_id: str | None = None
-    predicted_class: str | None = None
+    finding: str | None = None  # a class asserted by the decision (what the study's table shows)
     date_from: date | None = None
     date_to: date | None = None  # inclusive
 
@@ -61,15 +61,15 @@ class Repository:
         return self.session.scalar(select(Study).where(Study.id == study_id).options(selectinload(Study.images)))
 
     def list_studies(self, flt: StudyFilter, page: int, page_size: int) -> tuple[list[Study], int]:
-        """Newest first; ``predicted_class`` matches studies where any image was predicted as that class."""
+        """Newest first; ``finding`` matches studies where the decision of any image asserted that class."""
         query = select(Study)
         if flt.patient_id:
             query = query.where(Study.patient_id == flt.patient_id)
         if flt.model_id:
             query = query.where(Study.model_id == flt.model_id)
-        if flt.predicted_class:
-            query = query.where(exists().where(StudyImage.study_id == Study.id,
-                                               StudyImage.predicted_class == flt.predicted_class))
+        if flt.finding:
+            query = query.where(exists().where(StudyImage.study_id == Study.id, ImageFinding.image_id == StudyImage.id,
+                                               ImageFinding.class_name == flt.finding))
         if flt.date_from:
             query = query.where(Study.created_at >= _day_start(flt.date_from))
         if flt.date_to:

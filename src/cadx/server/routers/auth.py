@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from cadx.server.auth import CurrentUser, authenticate
-from cadx.server.deps import Ctx, Repo
+from cadx.server.deps import Ctx, CurrentUser, Repo
 from cadx.server.schemas import TokenOut, UserOut, user_out
+from cadx.server.security import authenticate
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

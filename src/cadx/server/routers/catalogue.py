@@ -6,8 +6,7 @@ from itertools import groupby
 
 from fastapi import APIRouter
 
-from cadx.server.auth import CurrentUser
-from cadx.server.deps import Ctx
+from cadx.server.deps import Ctx, CurrentUser
 from cadx.server.schemas import ModelCategory, ModelsOut, model_out
 
 router = APIRouter(tags=["models"])

@@ -13,9 +13,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from cadx import __version__
-from cadx.server.auth import CurrentUser, authenticate, csrf_ok, csrf_token, session_user, start_session
-from cadx.server.db.models import User
-from cadx.server.deps import Ctx, Repo
+from cadx.server.db.orm import User
+from cadx.server.deps import Ctx, CurrentUser, Repo, session_user
+from cadx.server.security import authenticate, csrf_ok, csrf_token, start_session
 
 router = APIRouter(include_in_schema=False)
 

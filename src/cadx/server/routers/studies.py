@@ -13,16 +13,15 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from cadx.engine.checkpoint import CheckpointError
-from cadx.server.auth import AdminUser, CurrentUser
 from cadx.server.context import AppContext
-from cadx.server.db.models import Study
+from cadx.server.db.orm import Study
 from cadx.server.db.repository import Repository, StudyFilter
-from cadx.server.deps import Ctx, Repo
+from cadx.server.deps import AdminUser, Ctx, CurrentUser, Repo
 from cadx.server.errors import ApiError
 from cadx.server.model_store import UnknownModelError
-from cadx.server.reports import render_report
 from cadx.server.schemas import AuditOut, ErrorOut, StudyOut, StudyPage, audit_out, study_out, study_summary
-from cadx.server.studies import NothingAnalysed, Upload, create_study, delete_study
+from cadx.server.services.reports import render_report
+from cadx.server.services.studies import NothingAnalysed, Upload, create_study, delete_study
 
 router = APIRouter(tags=["studies"])
 ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 503)}
@@ -41,7 +40,7 @@ async def create_study_route(
     note: Annotated[str | None, Form(max_length=2000)] = None,
 ) -> StudyOut:
     if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise ApiError(422, f"threshold must be between 0 and 1, got {threshold}")
+        raise ApiError(422, f"threshold must be between 0 and 1, got {threshold}")  # before any upload is stored
     try:
         await run_in_threadpool(ctx.store.entry, model_id)
     except UnknownModelError as exc:
@@ -71,13 +70,16 @@ async def create_study_route(
 def list_studies(
     repo: Repo, _user: CurrentUser,
     patient_id: str | None = None, model_id: str | None = None,
-    predicted_class: Annotated[str | None, Query(description="Any image predicted as this class")] = None,
+    finding: Annotated[str | None, Query(description="Any image whose decision asserted this class (the finding "
+                                                     "the study's table shows)")] = None,
+    predicted_class: Annotated[str | None, Query(description="Deprecated name of `finding`", deprecated=True)]
+    = None,
     date_from: Annotated[date | None, Query(description="First day (UTC), YYYY-MM-DD")] = None,
     date_to: Annotated[date | None, Query(description="Last day (UTC), inclusive")] = None,
     page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> StudyPage:
     flt = StudyFilter(patient_id=patient_id or None, model_id=model_id or None,
-                      predicted_class=predicted_class or None, date_from=date_from, date_to=date_to)
+                      finding=finding or predicted_class or None, date_from=date_from, date_to=date_to)
     rows, total = repo.list_studies(flt, page, page_size)
     return StudyPage(items=[study_summary(s) for s in rows], total=total, page=page, page_size=page_size)
 

@@ -1,7 +1,8 @@
-"""One uploaded file through the engine: type check by content, decode, predict, Grad-CAM, display PNGs.
+"""One uploaded file through the engine: type check by content, decode, predict, decide, Grad-CAM, display PNGs.
 
-Probabilities and heatmap come from one Grad-CAM pass of the explainer, which runs the same network on the same
-``prepare_image``/``to_model_input`` preprocessing as ``cadx predict``, so the page and the command line agree.
+The pixels are read by the model's ``Predictor`` and the probabilities, the decision and the heatmap come from one
+Grad-CAM pass of its explainer, on the same preprocessing and the same ``decide`` as ``cadx predict``, so the page
+and the command line agree.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cadx.data.readers import UnreadableImageError, read_header_if_dicom, read_image, sniff_image_kind
+from cadx.data.readers import UnreadableImageError, read_header_if_dicom, sniff_image_kind
+from cadx.engine.decision import Decision
 from cadx.server.model_store import LoadedModel
 
 ALLOWED_KINDS = {"png": "PNG", "jpeg": "JPEG", "dicom": "DICOM"}
@@ -38,9 +40,7 @@ class ImageAnalysis:
     width: int
     height: int
     probabilities: dict[str, float]
-    predicted_class: str
-    probability: float
-    decision: list[str]
+    decision: Decision  # computed once here; the database row, the card and the PDF read it
     target_class: str | None
     seconds: float
     dicom: dict[str, str] | None
@@ -77,32 +77,29 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
     kind = check_kind(path)
     predictor = model.predictor
     try:
-        image = read_image(path, window=predictor.pre.window, max_pixels=max_pixels)
+        image = predictor.read(path, max_pixels=max_pixels)
     except UnreadableImageError as exc:
         too_big = "pixels" in exc.reason and "limit" in exc.reason
         raise ImageRejected(exc.reason, status=413 if too_big else 422) from None
     header = read_header_if_dicom(path)
     dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
     warning = predictor.scope_warning(path, image, header)
-    classes = predictor.classes
     start = time.perf_counter()
     with model.lock:
-        # One forward pass gives the probabilities and the heatmap; the heatmap explains the finding shown to the
-        # clinician: the decision at the threshold chosen here.
-        explanation = model.explainer.explain(image, threshold=threshold, feature_maps=feature_maps)
-    probs = explanation.probabilities
-    decision = predictor.decide(probs, threshold)
+        # One forward pass gives the probabilities, the decision at the study's threshold and the heatmap of the
+        # finding shown to the clinician.
+        explanation = model.explainer.explain(image, decide=lambda p: predictor.decide(p, threshold),
+                                              feature_maps=feature_maps)
     seconds = time.perf_counter() - start
-    top = int(np.argmax(probs))
+    assert explanation.decision is not None
     files = {"image.png": png_bytes(image, DISPLAY_SIDE), "thumb.png": png_bytes(image, THUMB_SIDE),
              "overlay.png": explanation.overlay_png}
     if explanation.feature_maps_png:
         files["features.png"] = explanation.feature_maps_png
     return ImageAnalysis(
         kind=kind, width=int(image.shape[1]), height=int(image.shape[0]),
-        probabilities={c: float(p) for c, p in zip(classes, probs, strict=True)},
-        predicted_class=classes[top], probability=float(probs[top]),
-        decision=decision, target_class=explanation.target_class,
+        probabilities={c: float(p) for c, p in zip(predictor.classes, explanation.probabilities, strict=True)},
+        decision=explanation.decision, target_class=explanation.target_class,
         seconds=seconds, dicom=dicom or None, warning=warning, files=files)
 
 

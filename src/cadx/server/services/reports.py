@@ -19,7 +19,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from cadx.server.db.models import Study, StudyImage
+from cadx.server.db.orm import Study, StudyImage
 from cadx.server.storage import StudyStorage
 
 NOTICE = ("This result was produced by a computer-aided diagnosis model. It supports, and does not replace, "

@@ -7,10 +7,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cadx.server.analysis import ImageRejected, analyse_file
+from cadx.engine.decision import resolve_threshold
 from cadx.server.context import AppContext
-from cadx.server.db.models import Study, StudyImage, User
+from cadx.server.db.orm import ImageFinding, Study, StudyImage, User
 from cadx.server.db.repository import Repository
+from cadx.server.services.analysis import ImageRejected, analyse_file
 from cadx.server.storage import ORIGINAL_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def create_study(ctx: AppContext, user_id: int, model_id: str, threshold: float 
     """
     model = ctx.store.load(model_id)
     entry = model.entry
-    t = entry.threshold if threshold is None else threshold
+    t, _ = resolve_threshold(entry.meta, threshold)
     images: list[StudyImage] = []
     refused: list[tuple[str, str, int]] = []
     for position, upload in enumerate(uploads):
@@ -72,8 +73,12 @@ def create_study(ctx: AppContext, user_id: int, model_id: str, threshold: float 
             (folder / name).write_bytes(data)
         shutil.move(str(upload.path), folder / f"original{ORIGINAL_SUFFIX.get(result.kind, '')}")
         row.kind, row.width, row.height = result.kind, result.width, result.height
-        row.predicted_class, row.probability = result.predicted_class, result.probability
-        row.probabilities, row.decision, row.target_class = result.probabilities, result.decision, result.target_class
+        decision = result.decision
+        row.predicted_class = decision.most_probable
+        row.probability = result.probabilities[decision.most_probable]
+        row.decision = list(decision.findings)
+        row.findings = [ImageFinding(class_name=c) for c in decision.findings]  # what the history filter matches
+        row.probabilities, row.target_class = result.probabilities, result.target_class
         row.has_features, row.seconds, row.dicom = "features.png" in result.files, result.seconds, result.dicom
         row.warning = result.warning
     if len(refused) == len(uploads):

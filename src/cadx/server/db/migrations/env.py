@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from cadx.server.db.models import Base
+from cadx.server.db.orm import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from cadx.server.db.models import UTCDateTime
+from cadx.server.db.orm import UTCDateTime
 
 revision = "0001"
 down_revision = None
