@@ -10,9 +10,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from cadx.data.transforms import to_model_input
 from cadx.engine.checkpoint import read_meta
 from cadx.engine.meta import FORMAT_VERSION
 from cadx.interfaces.cli import app
+from cadx.models.weights import IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import colour_photo, make_class_folders, make_multilabel_manifest, synthetic_image, write_dicom
 
 runner = CliRunner()
@@ -274,11 +276,34 @@ def test_transfer_learning_from_a_local_state_dict(tmp_path: Path) -> None:
     model = load_checkpoint(tmp_path / "run").model
     expected = source.conv1.weight.sum(1, keepdim=True)
     assert torch.allclose(model.conv1.weight, expected, atol=1e-6)  # frozen backbone kept the summed weights
+    grey_imagenet = (float(np.mean(IMAGENET_MEAN)), float(np.mean(IMAGENET_STD)))
+    assert (read_meta(tmp_path / "run").preprocessing.mean[0], read_meta(tmp_path / "run").preprocessing.std[0]) \
+        == pytest.approx(grey_imagenet)  # the weights' normalisation, not cadx's 0.5 / 0.25
     bad = tmp_path / "bad.pth"
     torch.save({"something.else": torch.zeros(3)}, bad)
     result = invoke("train", data, "--model", "resnet18", "--weights", bad, "--image-size", "32", "--epochs", "1",
                     "--output", tmp_path / "run2")
     assert result.exit_code == 2 and "missing" in result.output.lower()
+
+
+def test_weights_keep_their_normalisation_through_training_and_prediction(trained, tmp_path: Path) -> None:
+    """Fine-tuned from ImageNet weights with three input channels, a model normalises each channel as ImageNet did;
+    fine-tuned from a cadx checkpoint, as that checkpoint did. The prediction uses the same numbers."""
+    from cadx.engine.inference import Predictor
+    from cadx.models import create_model
+
+    data, run = trained
+    torch.save(create_model("simple_cnn", in_channels=3, num_classes=5).state_dict(), tmp_path / "rgb.pth")
+    common = ["--model", "simple_cnn", "--image-size", "32", "--epochs", "1", "--batch-size", "16"]
+    assert invoke("train", data, *common, "--in-channels", "3", "--weights", tmp_path / "rgb.pth", "--output",
+                  tmp_path / "rgb").exit_code == 0
+    pre = Predictor.from_checkpoint(tmp_path / "rgb").pre
+    assert pre.mean == pytest.approx(IMAGENET_MEAN) and pre.std == pytest.approx(IMAGENET_STD)
+    x = np.full((1, 3, 32, 32), 128, dtype=np.uint8)
+    normalised = to_model_input(torch.as_tensor(x), pre)[0, :, 0, 0].numpy()
+    assert normalised == pytest.approx((128 / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rel=1e-5)
+    assert invoke("train", data, *common, "--weights", run / "best.ckpt", "--output", tmp_path / "own").exit_code == 0
+    assert read_meta(tmp_path / "own").preprocessing.mean == read_meta(run).preprocessing.mean == (0.5,)
 
 
 def test_export_makes_a_compact_checkpoint_that_predicts_the_same(trained, tmp_path: Path) -> None:

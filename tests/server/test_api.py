@@ -112,9 +112,9 @@ def test_upload_result_list_report(env: Env) -> None:
 
     listed = env.client.get("/api/v1/studies", params={"patient_id": "P-001"}, headers=env.auth()).json()
     assert [s["id"] for s in listed["items"]] == [study["id"]] and listed["items"][0]["n_images"] == 3
-    predicted = study["results"][0]["predicted_class"]
+    finding = study["results"][0]["decision_classes"][0]
     day = date.today()
-    for params, hit in [({"predicted_class": predicted}, True), ({"model_id": CHEST}, True),
+    for params, hit in [({"finding": finding}, True), ({"model_id": CHEST}, True),
                         ({"model_id": "brain_mri_tiny"}, False),
                         ({"date_from": str(day - timedelta(days=1)), "date_to": str(day + timedelta(days=1))}, True),
                         ({"date_from": str(day + timedelta(days=2))}, False)]:
@@ -239,3 +239,24 @@ def test_roles_delete_and_audit(env: Env) -> None:
     events = env.client.get("/api/v1/audit", params={"study_id": sid}, headers=env.auth("admin")).json()
     assert [(e["action"], e["username"]) for e in reversed(events)] == [
         ("create", "clara"), ("view", "clara"), ("export", "clara"), ("delete", "admin")]
+
+
+def test_history_filter_matches_the_decision_not_the_most_probable_class(env: Env) -> None:
+    """One image uploaded at threshold 0 (the finding is always the positive class) and at threshold 1 (never, unless
+    p is exactly 1): whatever the most probable class is, a filter on a finding returns exactly the study whose table
+    shows it. Matching the most probable class, as before, fails one of the two checks for any image."""
+    image = [("same.png", png_bytes(1, seed=41))]
+    always = upload(env, image, threshold=0.0, patient_id="FILTER-1").json()
+    never = upload(env, image, threshold=1.0, patient_id="FILTER-1").json()
+    assert always["results"][0]["decision_classes"] == ["pneumonia"]
+    positive_p = always["results"][0]["probabilities"]["pneumonia"]
+    assert never["results"][0]["decision_classes"] == (["pneumonia"] if positive_p >= 1.0 else ["normal"])
+    for finding in ("pneumonia", "normal"):
+        for key in ("finding", "predicted_class"):  # the old parameter name is an alias of the finding
+            listed = env.client.get("/api/v1/studies", params={key: finding, "patient_id": "FILTER-1"},
+                                    headers=env.auth()).json()
+            shown = {s["id"] for s in listed["items"]}
+            expected = {s["id"] for s in (always, never) if finding in s["results"][0]["decision_classes"]}
+            assert shown == expected, (key, finding)
+            for item in listed["items"]:
+                assert finding in item["findings"]  # the history table's column says the same

@@ -166,6 +166,7 @@ def migrate(raw: Mapping[str, Any]) -> dict[str, Any]:
         known = {"model", "classes", "task", "positive_index", "decision_threshold", "preprocessing", "category",
                  "title", "version", "split", "config", "provenance", "format"}
         data["extensions"] = {k: v for k, v in data.items() if k not in known}
+        known.add("extensions")
         data = {k: v for k, v in data.items() if k in known}
         if data.get("positive_index") is not None:  # format 1 training always chose it on validation
             data["threshold_source"] = "validation (Youden's J)"

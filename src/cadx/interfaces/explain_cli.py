@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 from typing import Annotated
@@ -40,7 +41,8 @@ def explain_command(
     feature_maps: Annotated[int, typer.Option("--feature-maps", help="Most active channels per stage in "
                                                                      "<stem>_features.png; 0 skips it.")] = 8,
 ) -> None:
-    """Grad-CAM per image: <stem>_overlay.png, <stem>_heatmap.npy (float, [0, 1], image size), <stem>_features.png.
+    """Grad-CAM per image: <stem>_overlay.png, <stem>_heatmap.npy (float, [0, 1], image size), <stem>_features.png;
+    explanations.csv lists each image's decision (as cadx predict makes it) and the class its heatmap explains.
 
     Unreadable files are reported and skipped; the exit code is non-zero only if no image could be explained.
     """
@@ -65,6 +67,7 @@ def explain_command(
     output.mkdir(parents=True, exist_ok=True)
 
     rows: list[tuple[str, str, str, str]] = []
+    records: list[dict[str, object]] = []  # explanations.csv: each image's decision and what its heatmap shows
     warnings: list[tuple[str, str]] = []
     used: set[str] = set()
     started, done = time.perf_counter(), 0
@@ -78,6 +81,7 @@ def explain_command(
             except (UnreadableImageError, FileNotFoundError) as exc:
                 reason = exc.reason if isinstance(exc, UnreadableImageError) else str(exc)
                 rows.append((str(file), "-", "", reason))
+                records.append({"file": str(file), "error": reason})
                 progress.advance(task)
                 continue
             result = explainer.explain(image, target=class_name, feature_maps=feature_maps,
@@ -90,10 +94,14 @@ def explain_command(
             decision = result.decision
             p = "-" if decision.probability is None else f"{decision.probability:.3f}"
             rows.append((str(file), result.target_class, f"{decision.label} ({p})", ""))
+            records.append({"file": str(file), "prediction": "|".join(decision.findings),
+                            "probability": decision.probability, "threshold": decision.threshold,
+                            "explained_class": result.target_class, "overlay": f"{stem}_overlay.png"})
             if warning := predictor.scope_warning(file, image):
                 warnings.append((str(file), warning))
             done += 1
             progress.advance(task)
+    _write_records(records, output / "explanations.csv")
     _print_rows(rows)
     for file, warning in warnings:
         console.print(f"[yellow]caution[/] {escape(file)}: {escape(warning)}", soft_wrap=True, highlight=False)
@@ -103,6 +111,14 @@ def explain_command(
                   f"{seconds:.1f} s{rate}; results in [bold]{escape(str(output))}[/]", soft_wrap=True)
     if done == 0:
         raise typer.Exit(1)
+
+
+def _write_records(records: list[dict[str, object]], path: Path) -> None:
+    fields = ["file", "prediction", "probability", "threshold", "explained_class", "overlay", "error"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(records)
 
 
 def _print_rows(rows: list[tuple[str, str, str, str]]) -> None:

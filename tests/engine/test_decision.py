@@ -1,0 +1,56 @@
+"""The decision rule and the threshold fallback, each defined once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cadx.data.transforms import Preprocessing
+from cadx.engine.decision import decide, decide_all, decision_indices, resolve_threshold
+from cadx.engine.meta import DEFAULT_THRESHOLD, new_meta
+
+PRE = Preprocessing(32, 1)
+BINARY = new_meta("simple_cnn", ["normal", "pneumonia"], PRE, decision_threshold=0.3,
+                  threshold_source="validation (Youden's J)")
+MULTICLASS = new_meta("simple_cnn", ["glioma", "meningioma", "notumor"], PRE)
+MULTILABEL = new_meta("simple_cnn", ["effusion", "mass", "nodule"], PRE, task="multilabel")
+
+
+def test_binary_decides_at_the_threshold_not_the_argmax() -> None:
+    d = decide(np.array([0.65, 0.35]), BINARY)
+    assert d.findings == ("pneumonia",) and d.indices == (1,) and d.probability == pytest.approx(0.35)
+    assert d.most_probable == "normal" and d.target_index == 1
+    assert (d.threshold, d.threshold_source) == (0.3, "checkpoint: validation (Youden's J)")
+    given = decide(np.array([0.65, 0.35]), BINARY, 0.5)
+    assert given.findings == ("normal",) and given.threshold_source == "given" and given.label == "normal"
+    assert decide(np.array([0.7, 0.3]), BINARY).findings == ("pneumonia",)  # >= is the finding
+
+
+def test_multiclass_is_the_argmax_without_a_threshold() -> None:
+    d = decide(np.array([0.2, 0.5, 0.3]), MULTICLASS, 0.9)
+    assert d.findings == ("meningioma",) and d.threshold is None and d.threshold_source is None
+
+
+def test_multilabel_asserts_every_label_at_the_threshold() -> None:
+    d = decide(np.array([0.6, 0.2, 0.9]), MULTILABEL)
+    assert d.findings == ("effusion", "nodule") and d.probability == pytest.approx(0.9)
+    assert d.label == "effusion, nodule"
+    none = decide(np.array([0.1, 0.2, 0.3]), MULTILABEL)
+    assert none.findings == () and none.probability is None and none.label == "none"
+    assert none.target_index == 2  # nothing asserted: the heatmap shows the most probable label
+
+
+def test_fallback_and_range() -> None:
+    assert new_meta("simple_cnn", ["a", "b"], PRE).decision_threshold == DEFAULT_THRESHOLD
+    assert resolve_threshold(BINARY, None) == (0.3, "checkpoint: validation (Youden's J)")
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            resolve_threshold(BINARY, bad)
+
+
+def test_vectorised_rule_matches_the_per_image_decision() -> None:
+    probs = np.random.default_rng(0).dirichlet([1, 1], 50)
+    rule = decision_indices(probs, positive_index=1, threshold=0.3)
+    assert [d.indices[0] for d in decide_all(probs, BINARY)] == rule.tolist()
+    with pytest.raises(ValueError, match="probabilities"):
+        decide_all(probs[:, :1], BINARY)

@@ -1,0 +1,65 @@
+"""``evaluate()`` called directly: records chosen by split, classes remapped, predictions.csv carries the decision."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cadx.data.sources import DatasetError
+from cadx.data.transforms import Preprocessing
+from cadx.engine.checkpoint import META_KEY, load_checkpoint
+from cadx.engine.decision import decide
+from cadx.engine.evaluation import evaluate, select_records
+from cadx.engine.meta import Provenance, new_meta
+from cadx.models import create_model
+from tests.conftest import make_class_folders
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """An untrained network whose checkpoint records class folders and a split of them (no training needed)."""
+    data = make_class_folders(tmp_path / "data", 6, size=40)
+    keys = sorted(str(p.relative_to(data)) for p in data.rglob("*.png"))
+    torch.manual_seed(0)
+    model = create_model("simple_cnn", in_channels=1, num_classes=2)
+    meta = new_meta("simple_cnn", ["normal", "pneumonia"], Preprocessing(32, 1), decision_threshold=0.45,
+                    threshold_source="validation (Youden's J)", split={"test": tuple(keys[::2]), "val": ()},
+                    provenance=Provenance(source=str(data), kind="folder", patient_pattern=None))
+    path = tmp_path / "run" / "best.ckpt"
+    path.parent.mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, META_KEY: meta.to_dict()},
+               path)
+    return path
+
+
+def test_predictions_csv_carries_each_decision(checkpoint: Path, tmp_path: Path) -> None:
+    metrics = evaluate(checkpoint, output=tmp_path / "out", n_bootstrap=10, batch_size=4)
+    assert metrics["n_images"] == 6 and metrics["threshold"] == 0.45
+    assert metrics["threshold_source"] == "checkpoint: validation (Youden's J)"
+    meta = load_checkpoint(checkpoint).meta
+    with (tmp_path / "out" / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["file", "target", "decision", "p_normal", "p_pneumonia"]
+    for r in rows:
+        probs = np.array([float(r["p_normal"]), float(r["p_pneumonia"])])
+        assert r["decision"] == "|".join(decide(probs, meta).findings)
+    predicted = [["normal", "pneumonia"].index(r["decision"]) for r in rows]
+    cm = json.loads((tmp_path / "out" / "metrics.json").read_text())["confusion_matrix"]
+    assert np.bincount(predicted, minlength=2).tolist() == np.array(cm).sum(0).tolist()  # metrics count the same
+
+
+def test_split_selection(checkpoint: Path) -> None:
+    ckpt = load_checkpoint(checkpoint)
+    _, test = select_records(ckpt, None, "test")
+    assert len(test) == 6
+    _, every = select_records(ckpt, None, "all")
+    assert len(every) == 12
+    with pytest.raises(DatasetError, match="unknown split"):
+        select_records(ckpt, None, "holdout")
+    with pytest.raises(DatasetError, match="is empty"):
+        select_records(ckpt, None, "val")
