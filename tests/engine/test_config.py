@@ -31,7 +31,7 @@ def test_recipes_then_overrides() -> None:
     ({"precision": "8-bit"}, "unknown precision"), ({"epochs": 0}, "epochs must be at least 1"),
     ({"label_smoothing": 1.0}, "label_smoothing"), ({"val_fraction": 0.0}, "val_fraction"),
     ({"distill_weight": 2.0}, "distillation"), ({"in_channels": 2}, "in_channels must be 1 or 3"),
-    ({"model": "no_such_net"}, "no_such_net"),
+    ({"model": "no_such_net"}, "no_such_net"), ({"model_options": {"atention": "cbam"}}, "valid options"),
 ])
 def test_a_bad_setting_fails_when_built(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -50,10 +50,10 @@ def test_every_setting_is_a_command_line_option() -> None:
 def test_command_line_texts_become_typed_values() -> None:
     config = config_from_cli({"model_options": ["attention=cbam", "placement=block"], "window": "40,400",
                               "class_names": "normal, pneumonia", "teachers": ["a.ckpt"], "betas": "0.8,0.99",
-                              "recipe": "small-cnn", "epochs": 2, "augment": None})
+                              "recipe": "aernet-paper", "epochs": 2, "augment": None})
     assert config.model_options == {"attention": "cbam", "placement": "block"} and config.window == (40.0, 400.0)
     assert config.class_names == ["normal", "pneumonia"] and config.teachers == ["a.ckpt"]
-    assert config.betas == (0.8, 0.99) and config.model == "small_cnn" and config.epochs == 2
+    assert config.betas == (0.8, 0.99) and config.model == "aernet" and config.epochs == 2
     with pytest.raises(ValueError, match="CENTER,WIDTH"):
         config_from_cli({"window": "40"})
 

@@ -37,20 +37,20 @@ def _cli(help: str, type: type = str, **kwargs: Any) -> dict[str, CliOption]:  #
     return {"cli": CliOption(help, type, **kwargs)}
 
 
-def parse_window(text: str) -> tuple[float, float]:
-    try:
-        center, width = (float(v) for v in str(text).split(","))
-    except ValueError:
-        raise ValueError(f"--window expects CENTER,WIDTH (e.g. 40,400), got '{text}'") from None
-    return center, width
-
-
-def parse_pair(text: str) -> tuple[float, float]:
+def _two_numbers(text: str, usage: str) -> tuple[float, float]:
     try:
         a, b = (float(v) for v in str(text).split(","))
     except ValueError:
-        raise ValueError(f"expected two numbers A,B (e.g. 0.9,0.999), got '{text}'") from None
+        raise ValueError(f"expected {usage}, got '{text}'") from None
     return a, b
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    return _two_numbers(text, "--window CENTER,WIDTH (e.g. 40,400)")
+
+
+def parse_pair(text: str) -> tuple[float, float]:
+    return _two_numbers(text, "two numbers A,B (e.g. 0.9,0.999)")
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -163,9 +163,9 @@ class TrainConfig:
             problems.append(f"max_minutes must be positive, got {self.max_minutes}")
         if problems:
             raise ValueError("; ".join(problems))
-        from cadx.models import get_model_info  # the registry imports torch: only once a run is being set up
+        from cadx.models import check_options  # the registry imports torch: only once a run is being set up
 
-        get_model_info(self.model)  # ValueError listing the architectures
+        check_options(self.model, self.model_options)  # ValueError naming the architectures or the valid options
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

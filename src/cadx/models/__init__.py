@@ -6,6 +6,7 @@ Importing this package imports every family module, which registers its models.
 from cadx.models import alexnet, densenet, googlenet, resnet, small, vgg  # noqa: F401  (registration)
 from cadx.models.registry import (
     ModelInfo,
+    check_options,
     count_parameters,
     create_model,
     get_model_info,
@@ -17,6 +18,7 @@ from cadx.models.weights import LoadReport, freeze_backbone, load_pretrained_wei
 __all__ = [
     "LoadReport",
     "ModelInfo",
+    "check_options",
     "count_parameters",
     "create_model",
     "freeze_backbone",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,15 +89,31 @@ def _check_attributes(name: str, model: nn.Module) -> None:
             raise AttributeError(f"model {name!r} names module {dotted!r}, which does not exist")
 
 
-def create_model(name: str, in_channels: int | None = None, num_classes: int = 2, **options: Any) -> nn.Module:
-    """Build a registered model; ``in_channels=None`` uses the model's default channel count."""
+def _option_problem(name: str, options: Mapping[str, Any]) -> str | None:
     info = get_model_info(name)
-    fn = _BUILDERS[name]
+    fn = _BUILDERS[_lookup(name)]
     has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
     unknown = sorted(set(options) - set(info.options))
     if unknown and not has_var_kw:
         valid = ", ".join(sorted(info.options)) or "(none)"
-        raise TypeError(f"model {name!r} got unknown option(s) {', '.join(unknown)}; valid options: {valid}")
+        return f"model {name!r} got unknown option(s) {', '.join(unknown)}; valid options: {valid}"
+    return None
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """ValueError when ``name`` is not a registered model or ``options`` are not its options (before building)."""
+    problem = _option_problem(name, options)
+    if problem:
+        raise ValueError(problem)
+
+
+def create_model(name: str, in_channels: int | None = None, num_classes: int = 2, **options: Any) -> nn.Module:
+    """Build a registered model; ``in_channels=None`` uses the model's default channel count."""
+    info = get_model_info(name)
+    fn = _BUILDERS[name]
+    problem = _option_problem(name, options)
+    if problem:
+        raise TypeError(problem)
     in_channels = info.default_in_channels if in_channels is None else int(in_channels)
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
