@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 from torch import nn
 
+from cadx.engine.decision import decision_indices
 from cadx.engine.metrics import bootstrap_ci, choose_threshold
 from cadx.engine.plots import plot_roc
 from cadx.models.tabular import TabularCNN1d
@@ -213,7 +214,9 @@ def run_cv(data: TabularData, *, folds: int = 5, seed: int = 0, epochs: int = 20
             for name in MODELS:
                 p_val, p_test, info = _fit_predict(name, xi, y[inner], xv, y[val], xt, seed=seed + k, epochs=epochs)
                 threshold = choose_threshold(y[val], np.stack([1 - p_val, p_val], 1), 1)
-                oof[name][test], decided[name][test] = p_test, (p_test >= threshold).astype(int)
+                decided[name][test] = decision_indices(np.stack([1 - p_test, p_test], 1), positive_index=1,
+                                                       threshold=threshold)
+                oof[name][test] = p_test
                 per_fold[name].append({"auc": float(roc_auc_score(y[test], p_test)), "threshold": threshold, **info})
         metrics: dict[str, Any] = {m: _summarise(y, oof[m], decided[m], per_fold[m], n_bootstrap, seed)
                                    for m in MODELS}
