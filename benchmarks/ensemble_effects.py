@@ -15,6 +15,7 @@ Usage: ``python benchmarks/ensemble_effects.py NAME RUN [RUN...] [--top K [K...]
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -37,9 +38,13 @@ def measure(members: list[Path], tta: bool, folder: Path) -> dict:
         threshold = m["threshold"]
         entry[split] = {k: m[k] for k in KEYS} | {"ci": m["ci"], "n_images": m["n_images"],
                                                   "ms_per_image_batch_1": m["latency_ms"]["batch_1"]["mean"]}
-    data = np.genfromtxt(folder / "val" / "predictions.csv", delimiter=",", skip_header=1)[:, 1:]
-    probs = data[:, 1:] / data[:, 1:].sum(axis=1, keepdims=True)  # the CSV's 6 decimals leave sums of 1 ± 1e-6
-    entry["val"]["log_loss"] = float(log_loss(data[:, 0].astype(int), probs, labels=list(range(probs.shape[1]))))
+    with (folder / "val" / "predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = [c for c in rows[0] if c.startswith("p_")]
+    probs = np.array([[float(r[c]) for c in columns] for r in rows])
+    probs /= probs.sum(axis=1, keepdims=True)  # the CSV's 6 decimals leave sums of 1 ± 1e-6
+    targets = [int(r["target"]) for r in rows]
+    entry["val"]["log_loss"] = float(log_loss(targets, probs, labels=list(range(probs.shape[1]))))
     return entry
 
 

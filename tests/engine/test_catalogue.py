@@ -45,12 +45,14 @@ def test_shipped_names_folders_and_loose_files(tmp_path: Path, monkeypatch: pyte
     touch(models / "lung_ct_c.ckpt")
     touch(models / "chest_xray_a.ckpt")  # a folder of the same id wins
     touch(models / ".hidden" / "model.ckpt")
+    touch(models / "in_progress" / "last.ckpt")  # a run still training: resolved when named, not offered
     found = scan(models)
     assert found == {"chest_xray_a": models / "chest_xray_a" / "model.ckpt",
                      "brain_mri_b": models / "brain_mri_b" / "best.ckpt", "lung_ct_c": models / "lung_ct_c.ckpt"}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CADX_MODELS_DIR", str(models))
     assert resolve_checkpoint("lung_ct_c") == models / "lung_ct_c.ckpt"
+    assert resolve_checkpoint(models / "in_progress") == models / "in_progress" / "last.ckpt"
     assert resolve_checkpoint("chest_xray_a") == models / "chest_xray_a" / "model.ckpt"
     assert [model_id(p) for p in found.values()] == list(found)
     assert sidecar_files(models / "lung_ct_c.ckpt").metrics == models / "lung_ct_c.metrics.json"

@@ -21,6 +21,7 @@ def test_binary_decides_at_the_threshold_not_the_argmax() -> None:
     assert d.findings == ("pneumonia",) and d.indices == (1,) and d.probability == pytest.approx(0.35)
     assert d.most_probable == "normal" and d.target_index == 1
     assert (d.threshold, d.threshold_source) == (0.3, "checkpoint: validation (Youden's J)")
+    assert decide(np.array([0.65, 0.35]), BINARY, 0.4, "chosen by hand").threshold_source == "chosen by hand"
     given = decide(np.array([0.65, 0.35]), BINARY, 0.5)
     assert given.findings == ("normal",) and given.threshold_source == "given" and given.label == "normal"
     assert decide(np.array([0.7, 0.3]), BINARY).findings == ("pneumonia",)  # >= is the finding
@@ -35,6 +36,7 @@ def test_multilabel_asserts_every_label_at_the_threshold() -> None:
     d = decide(np.array([0.6, 0.2, 0.9]), MULTILABEL)
     assert d.findings == ("effusion", "nodule") and d.probability == pytest.approx(0.9)
     assert d.label == "effusion, nodule"
+    assert d.target_index == 2  # the heatmap explains the strongest finding, whose probability is shown
     none = decide(np.array([0.1, 0.2, 0.3]), MULTILABEL)
     assert none.findings == () and none.probability is None and none.label == "none"
     assert none.target_index == 2  # nothing asserted: the heatmap shows the most probable label

@@ -3,16 +3,18 @@ the validation-chosen threshold, and the checks that run before any image is dec
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cadx.data.sources import DatasetError
 from cadx.data.transforms import Preprocessing
+from cadx.engine import datamodule
 from cadx.engine.checkpoint import read_meta
 from cadx.engine.config import build_config
-from cadx.engine.evaluation import validation_threshold
-from cadx.engine.inference import Predictor
+from cadx.engine.evaluation import evaluate
 from cadx.engine.training import resolve_preprocessing, train
 from tests.conftest import make_class_folders
 
@@ -33,12 +35,27 @@ def test_the_run_describes_itself(run: Path) -> None:
     assert sum(len(v) for v in meta.split.values()) == 32 and not (run / ".cache").exists()
 
 
-def test_the_threshold_is_the_one_validation_rule(run: Path) -> None:
+def test_the_threshold_maximises_youden_on_validation(run: Path, tmp_path: Path) -> None:
     meta = read_meta(run / "best.ckpt")
-    assert (meta.decision_threshold, meta.threshold_source) == validation_threshold(Predictor.from_checkpoint(run))
+    assert meta.threshold_source == "validation (Youden's J)"
+    evaluate(run, split="val", output=tmp_path, n_bootstrap=5, threshold=0.5)  # validation probabilities
+    with (tmp_path / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    y = np.array([int(r["target"]) for r in rows])
+    p = np.array([float(r["p_pneumonia"]) for r in rows])
+
+    def youden(t: float) -> float:
+        return float(np.mean(p[y == 1] >= t) - np.mean(p[y == 0] >= t))
+
+    best = max(youden(t) for t in np.unique(p))  # brute force over every cut, independent of roc_curve
+    assert youden(meta.decision_threshold) == pytest.approx(best, abs=1e-6)
 
 
-def test_checks_before_decoding(tmp_path: Path, run: Path) -> None:
+def test_checks_before_decoding(tmp_path: Path, run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_decoding(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("an image was decoded before the checks")
+
+    monkeypatch.setattr(datamodule, "decode_records", no_decoding)
     data = make_class_folders(tmp_path / "d", 4, classes=("a", "b", "c"))
     with pytest.raises(DatasetError, match="already holds a run"):
         train(data, build_config(model="simple_cnn"), run)

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cadx.data.transforms import to_model_input
-from cadx.engine.checkpoint import read_meta
+from cadx.data.transforms import Preprocessing, to_model_input
+from cadx.engine.checkpoint import export_checkpoint, read_meta
 from cadx.engine.meta import FORMAT_VERSION
 from cadx.interfaces.cli import app
 from cadx.models.weights import IMAGENET_MEAN, IMAGENET_STD
@@ -110,7 +110,7 @@ def test_evaluate_an_ensemble_with_tta(trained, tmp_path: Path) -> None:
     result = invoke("evaluate", run, twin, "--output", tmp_path / "ens", "--bootstrap", "20")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "ens" / "metrics.json").read_text())
-    assert metrics["ensemble"]["threshold_source"] == "checkpoint: validation (Youden's J) of the averaged output"
+    assert metrics["ensemble"]["threshold_source"] == "validation (Youden's J) of the averaged output, at evaluation"
     assert len(metrics["ensemble"]["checkpoints"]) == 2 and metrics["ensemble"]["tta"] is None
     probs = np.loadtxt(tmp_path / "ens" / "predictions.csv", delimiter=",", skiprows=1, usecols=(3, 4))
     assert np.allclose(probs, (single["run"] + single["twin"]) / 2, atol=2e-6)
@@ -302,8 +302,11 @@ def test_weights_keep_their_normalisation_through_training_and_prediction(traine
     x = np.full((1, 3, 32, 32), 128, dtype=np.uint8)
     normalised = to_model_input(torch.as_tensor(x), pre)[0, :, 0, 0].numpy()
     assert normalised == pytest.approx((128 / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rel=1e-5)
-    assert invoke("train", data, *common, "--weights", run / "best.ckpt", "--output", tmp_path / "own").exit_code == 0
-    assert read_meta(tmp_path / "own").preprocessing.mean == read_meta(run).preprocessing.mean == (0.5,)
+    own = tmp_path / "own.ckpt"
+    export_checkpoint(run, own, preprocessing=Preprocessing(32, 1, mean=(0.4,), std=(0.3,)))  # a non-default pair
+    assert invoke("train", data, *common, "--weights", own, "--output", tmp_path / "own").exit_code == 0
+    trained_from = read_meta(tmp_path / "own").preprocessing
+    assert (trained_from.mean, trained_from.std) == ((0.4,), (0.3,))
 
 
 def test_export_makes_a_compact_checkpoint_that_predicts_the_same(trained, tmp_path: Path) -> None:

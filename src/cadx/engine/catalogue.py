@@ -15,6 +15,7 @@ CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 # What a model or run folder holds, in preference order: an exported model is what its author chose to ship; a run
 # folder's best checkpoint comes next; the last epoch's only when nothing else is there (a run still in progress).
 FOLDER_CHECKPOINTS = ("model.ckpt", "best.ckpt", "last.ckpt")
+OFFERED_CHECKPOINTS = FOLDER_CHECKPOINTS[:2]  # a folder holding only last.ckpt is a run in progress: not listed
 # Model-id prefixes -> category, for checkpoints whose metadata names none (``cadx export --category`` sets it).
 CATEGORY_PREFIXES = (("chest_xray", "Chest X-ray"), ("chest_ct", "Chest CT"), ("lung_ct", "Chest CT"),
                      ("brain_mri", "Brain MRI"), ("pneumoniamnist", "Chest X-ray"))
@@ -26,9 +27,9 @@ def models_dir() -> Path:
     return Path(os.environ.get("CADX_MODELS_DIR", "models"))
 
 
-def checkpoint_in(folder: Path) -> Path | None:
+def checkpoint_in(folder: Path, names: tuple[str, ...] = FOLDER_CHECKPOINTS) -> Path | None:
     """The folder's checkpoint in preference order, or None."""
-    return next((folder / n for n in FOLDER_CHECKPOINTS if (folder / n).is_file()), None)
+    return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
 def model_id(path: Path) -> str:
@@ -75,8 +76,8 @@ def resolve_checkpoint(path: str | Path, shipped: Path | None = None) -> Path:
 
 
 def scan(folder: Path) -> dict[str, Path]:
-    """Model id -> checkpoint of every ``<folder>/<id>/`` holding one and every loose ``<folder>/<id>.ckpt`` (a
-    folder of the same id wins). Hidden entries are skipped."""
+    """Model id -> checkpoint of every ``<folder>/<id>/`` holding a finished one (``OFFERED_CHECKPOINTS``) and
+    every loose ``<folder>/<id>.ckpt`` (a folder of the same id wins). Hidden entries are skipped."""
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
@@ -85,7 +86,7 @@ def scan(folder: Path) -> dict[str, Path]:
         if child.name.startswith("."):
             continue
         if child.is_dir():
-            ckpt = checkpoint_in(child)
+            ckpt = checkpoint_in(child, OFFERED_CHECKPOINTS)
             if ckpt is not None:
                 found[child.name] = ckpt
         elif child.suffix == ".ckpt" and child.is_file():

@@ -17,7 +17,8 @@ from cadx.data.sources import DEFAULT_PATIENT_PATTERN
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "plateau", "none")
-PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "bf16-true", "16-true", "64-true",
+              "64", "transformer-engine")  # what Lightning's Trainer accepts
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.optimizer, self.scheduler = str(self.optimizer).lower(), str(self.scheduler).lower()
+        self.precision = str(self.precision)  # a recipe may write `precision: 32`
         self.betas = tuple(float(v) for v in self.betas)  # type: ignore[assignment]
         if self.window is not None:
             self.window = tuple(float(v) for v in self.window)  # type: ignore[assignment]

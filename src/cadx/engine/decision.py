@@ -9,6 +9,7 @@ all read a :class:`Decision`; none of them re-derives it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,13 +17,24 @@ import numpy as np
 from cadx.engine.meta import CheckpointMeta
 
 
-def resolve_threshold(meta: CheckpointMeta, requested: float | None = None) -> tuple[float, str]:
-    """The threshold asked for, else the checkpoint's; with where it came from."""
+def resolve_threshold(meta: CheckpointMeta, requested: float | None = None,
+                      source: str = "given") -> tuple[float, str]:
+    """The threshold asked for (from ``source``), else the checkpoint's; with where it came from."""
     if requested is None:
         return float(meta.decision_threshold), f"checkpoint: {meta.threshold_source}"
     if not (math.isfinite(requested) and 0.0 <= requested <= 1.0):
         raise ValueError(f"threshold must be between 0 and 1, got {requested}")
-    return float(requested), "given"
+    return float(requested), source
+
+
+def findings_label(findings: Sequence[str]) -> str:
+    """How a table cell, a card and a report show findings: the class, several joined by ', ', or 'none'."""
+    return ", ".join(findings) or "none"
+
+
+def findings_cell(findings: Sequence[str]) -> str:
+    """How a CSV cell stores findings: joined by '|', as a manifest writes labels ('' when none)."""
+    return "|".join(findings)
 
 
 def decision_indices(probs: np.ndarray, *, positive_index: int | None = None, threshold: float = 0.5,
@@ -49,38 +61,40 @@ class Decision:
     threshold_source: str | None
     most_probable: str
     most_probable_index: int
+    target_index: int  # the class a heatmap explains: the (most probable) finding, else the most probable class
 
     @property
     def label(self) -> str:
-        """As a table cell shows it: the finding, several joined by ', ', or 'none'."""
-        return ", ".join(self.findings) or "none"
+        return findings_label(self.findings)
 
     @property
-    def target_index(self) -> int:
-        """The class a heatmap should explain: the finding, else (nothing asserted) the most probable class."""
-        return self.indices[0] if self.indices else self.most_probable_index
+    def cell(self) -> str:
+        return findings_cell(self.findings)
 
 
-def decide_all(probs: np.ndarray, meta: CheckpointMeta, threshold: float | None = None) -> list[Decision]:
-    """A decision for each row of (N, K) probabilities."""
+def decide_all(probs: np.ndarray, meta: CheckpointMeta, threshold: float | None = None,
+               source: str = "given") -> list[Decision]:
+    """A decision for each row of (N, K) probabilities (``threshold`` from ``source``, else the checkpoint's)."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(meta.classes):
         raise ValueError(f"expected (N, {len(meta.classes)}) probabilities, got shape {probs.shape}")
-    t, source = resolve_threshold(meta, threshold)
+    t, source = resolve_threshold(meta, threshold, source)
     uses_threshold = meta.multilabel or meta.binary
     rule = decision_indices(probs, positive_index=meta.positive_index, threshold=t, multilabel=meta.multilabel)
     out = []
     for row, decided in zip(probs, rule, strict=True):
         indices = tuple(int(i) for i in np.flatnonzero(decided)) if meta.multilabel else (int(decided),)
         top = int(row.argmax())
+        strongest = max(indices, key=lambda i: row[i]) if indices else top
         out.append(Decision(
             findings=tuple(meta.classes[i] for i in indices), indices=indices,
-            probability=float(max(row[i] for i in indices)) if indices else None,
+            probability=float(row[strongest]) if indices else None,
             threshold=t if uses_threshold else None, threshold_source=source if uses_threshold else None,
-            most_probable=meta.classes[top], most_probable_index=top))
+            most_probable=meta.classes[top], most_probable_index=top, target_index=strongest))
     return out
 
 
-def decide(probabilities: np.ndarray, meta: CheckpointMeta, threshold: float | None = None) -> Decision:
+def decide(probabilities: np.ndarray, meta: CheckpointMeta, threshold: float | None = None,
+           source: str = "given") -> Decision:
     """The decision for one image's (K,) probabilities."""
-    return decide_all(np.asarray(probabilities)[None], meta, threshold)[0]
+    return decide_all(np.asarray(probabilities)[None], meta, threshold, source)[0]

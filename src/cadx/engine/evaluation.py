@@ -20,7 +20,7 @@ from cadx.data.splits import apply_split_keys
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.decision import Decision, decide_all, resolve_threshold
 from cadx.engine.inference import EnsemblePredictor, Predictor
-from cadx.engine.meta import DEFAULT_THRESHOLD
+from cadx.engine.meta import DEFAULT_THRESHOLD, VALIDATION_SOURCE
 from cadx.engine.metrics import choose_threshold, classification_metrics, multilabel_metrics
 from cadx.engine.plots import plot_confusion_matrix, plot_roc
 from cadx.engine.report import write_report
@@ -119,16 +119,20 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     if threshold is None and averaged and meta.binary:
         # An average is a new model: its operating point is chosen again on validation, never on this data.
         own_val = split == "val" and data is None  # these are the validation outputs already
-        chosen, source = ((choose_threshold(y, probs, meta.positive_index), "validation (Youden's J)") if own_val
+        chosen, source = ((choose_threshold(y, probs, meta.positive_index), VALIDATION_SOURCE) if own_val
                           else validation_threshold(predictor, batch_size=batch_size))
-        meta = meta.with_changes(decision_threshold=chosen, threshold_source=f"{source} of the averaged output")
-    t, threshold_source = resolve_threshold(meta, threshold)
-    decisions = decide_all(probs, meta, threshold)
-    if meta.multilabel:
-        metrics = multilabel_metrics(y, probs, ckpt.classes, threshold=t, n_bootstrap=n_bootstrap)
+        threshold, given_by = chosen, f"{source} of the averaged output, at evaluation"
     else:
+        given_by = "given"
+    t, threshold_source = resolve_threshold(meta, threshold, given_by)
+    decisions = decide_all(probs, meta, threshold, given_by)  # once per image; the metrics count these
+    if meta.multilabel:
+        pred = np.array([np.isin(range(len(ckpt.classes)), d.indices) for d in decisions], dtype=int)
+        metrics = multilabel_metrics(y, probs, ckpt.classes, threshold=t, n_bootstrap=n_bootstrap, pred=pred)
+    else:
+        pred = np.array([d.indices[0] for d in decisions], dtype=int)
         metrics = classification_metrics(y, probs, ckpt.classes, positive_index=meta.positive_index,
-                                         threshold=t, n_bootstrap=n_bootstrap)
+                                         threshold=t, n_bootstrap=n_bootstrap, pred=pred)
     metrics.update({
         "classes": ckpt.classes, "task": meta.task,
         "threshold_source": threshold_source if (meta.binary or meta.multilabel) else None,
@@ -172,7 +176,7 @@ def validation_threshold(predictor: Predictor, val: DecodedImages | None = None,
     if len(np.unique(y)) < 2:
         return DEFAULT_THRESHOLD, "default (the validation split holds one class)"
     probs = predictor.predict_arrays(val.images, batch_size)
-    return choose_threshold(y, probs, predictor.meta.positive_index), "validation (Youden's J)"
+    return choose_threshold(y, probs, predictor.meta.positive_index), VALIDATION_SOURCE
 
 
 def target_cell(target: int | tuple[int, ...], classes: list[str]) -> str | int:
@@ -192,7 +196,7 @@ def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.
         # decision: the finding(s) asserted at the evaluation's threshold, '|'-joined as a manifest writes labels
         writer.writerow(["file", "target", "decision", *[f"p_{c}" for c in classes]])
         for r, p, d in zip(records, probs, decisions, strict=True):
-            writer.writerow([r.key, target_cell(r.target, classes), "|".join(d.findings), *[f"{v:.6f}" for v in p]])
+            writer.writerow([r.key, target_cell(r.target, classes), d.cell, *[f"{v:.6f}" for v in p]])
     if not multilabel:
         cm = np.array(metrics["confusion_matrix"])
         plot_confusion_matrix(cm, classes, out / "confusion_matrix.png",

@@ -16,6 +16,7 @@ from cadx.data.transforms import Preprocessing
 
 FORMAT_VERSION = 2
 DEFAULT_THRESHOLD = 0.5  # the binary/multi-label cut of a checkpoint that never had one chosen on validation
+VALIDATION_SOURCE = "validation (Youden's J)"  # a threshold chosen on the model's validation split
 Task = Literal["multiclass", "multilabel"]
 
 
@@ -169,6 +170,6 @@ def migrate(raw: Mapping[str, Any]) -> dict[str, Any]:
         known.add("extensions")
         data = {k: v for k, v in data.items() if k in known}
         if data.get("positive_index") is not None:  # format 1 training always chose it on validation
-            data["threshold_source"] = "validation (Youden's J)"
+            data["threshold_source"] = VALIDATION_SOURCE
         data["format"] = FORMAT_VERSION
     return data

@@ -66,10 +66,13 @@ def choose_threshold(y: np.ndarray, probs: np.ndarray, positive_index: int) -> f
 
 def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], *,
                            positive_index: int | None = None, threshold: float = 0.5,
-                           n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
-    """Everything the evaluation report shows, for single-label tasks."""
+                           n_bootstrap: int = N_BOOTSTRAP, seed: int = 0,
+                           pred: np.ndarray | None = None) -> dict[str, Any]:
+    """Everything the evaluation report shows, for single-label tasks (``pred``: the decisions already made, else
+    the decision rule at ``threshold``)."""
     k = len(classes)
-    pred = decision_indices(probs, positive_index=positive_index, threshold=threshold)
+    if pred is None:
+        pred = decision_indices(probs, positive_index=positive_index, threshold=threshold)
     cm = confusion_matrix(y, pred, labels=range(k))
     rates = _rates(cm)
     per_class_auc = [_auc(y == i, np.stack([1 - probs[:, i], probs[:, i]], 1), 1) for i in range(k)]
@@ -135,9 +138,11 @@ def _multilabel_scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> di
 
 
 def multilabel_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str], *, threshold: float = 0.5,
-                       n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+                       n_bootstrap: int = N_BOOTSTRAP, seed: int = 0,
+                       pred: np.ndarray | None = None) -> dict[str, Any]:
     """Per-label AUC and thresholded precision/recall/specificity/F1, macro-averaged over labels."""
-    pred = decision_indices(probs, threshold=threshold, multilabel=True)
+    if pred is None:
+        pred = decision_indices(probs, threshold=threshold, multilabel=True)
     per_class = {}
     for i, c in enumerate(classes):
         cm = confusion_matrix(y[:, i], pred[:, i], labels=[0, 1])

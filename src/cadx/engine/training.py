@@ -34,7 +34,7 @@ from cadx.engine.inference import Predictor
 from cadx.engine.meta import CheckpointMeta, Provenance, new_meta
 from cadx.engine.module import ClassificationModule
 from cadx.engine.plots import plot_training_curves
-from cadx.models import count_parameters, get_model_info, weights_normalisation
+from cadx.models import IMAGENET_MEAN, IMAGENET_STD, count_parameters, embedded_metadata, get_model_info
 
 log = logging.getLogger(__name__)
 # The run folder deliberately holds more than checkpoints; the pytree notice is Lightning-internal.
@@ -75,6 +75,24 @@ def resolve_preprocessing(config: TrainConfig) -> Preprocessing:
         norm["mean"], norm["std"] = weights_normalisation(config.weights, channels)
     return Preprocessing(image_size=config.image_size or info.default_input_size, channels=channels,
                          window=config.window, **norm)
+
+
+def weights_normalisation(path: str | Path, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input normalisation the weights in ``path`` were trained with, for ``channels`` input channels.
+
+    A cadx checkpoint says so in its metadata (read through ``CheckpointMeta``, any format); any other state dict is
+    taken to be torchvision/timm ImageNet weights. For a grey stem (RGB filters summed) the channel values are
+    averaged, as timm does: a grey image replicated to RGB and normalised with the average sees the summed filters
+    the same way."""
+    raw = embedded_metadata(path)
+    if raw is not None:
+        own = CheckpointMeta.from_dict(raw).preprocessing
+        mean, std = own.mean, own.std
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if len(mean) in (1, channels):
+        return tuple(mean), tuple(std)
+    return (sum(mean) / len(mean),), (sum(std) / len(std),)
 
 
 def _precision(config: TrainConfig) -> str:

@@ -30,7 +30,7 @@ def with_config_options(fn: Callable[..., None]) -> Callable[..., None]:
     for name, option in cli_fields():
         flag = option.flag or name.replace("_", "-")
         default = getattr(TrainConfig, name, None)
-        shown = "" if option.repeat or option.parse or default is None else f" [default {default}]"
+        shown = "" if option.repeat or option.parse or default is None else f" (default {default})"
         if option.type is bool:
             negative = option.negative or f"no-{flag}"
             info = typer.Option(f"--{flag}/--{negative}", help=option.help + shown, show_default=False)
@@ -233,7 +233,7 @@ def _prediction_row(pred: FilePrediction, classes: list[str]) -> dict[str, Any]:
         return {"file": pred.file, "prediction": None, "error": pred.error, "warning": None}
     # The probability beside the decision is the decided class's own (binary: below 0.5 when the threshold is), not
     # the argmax's, so the two columns never disagree; multi-label: the highest decided, empty when none is.
-    return {"file": pred.file, "prediction": "|".join(decision.findings), "probability": decision.probability,
+    return {"file": pred.file, "prediction": decision.cell, "probability": decision.probability,
             "threshold": decision.threshold,
             **{f"p_{c}": float(p) for c, p in zip(classes, pred.probabilities, strict=True)},
             "error": None, "warning": pred.warning}

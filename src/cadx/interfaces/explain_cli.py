@@ -94,7 +94,7 @@ def explain_command(
             decision = result.decision
             p = "-" if decision.probability is None else f"{decision.probability:.3f}"
             rows.append((str(file), result.target_class, f"{decision.label} ({p})", ""))
-            records.append({"file": str(file), "prediction": "|".join(decision.findings),
+            records.append({"file": str(file), "prediction": decision.cell,
                             "probability": decision.probability, "threshold": decision.threshold,
                             "explained_class": result.target_class, "overlay": f"{stem}_overlay.png"})
             if warning := predictor.scope_warning(file, image):

@@ -13,18 +13,27 @@ from cadx.models.registry import (
     list_models,
     register_model,
 )
-from cadx.models.weights import LoadReport, freeze_backbone, load_pretrained_weights, weights_normalisation
+from cadx.models.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LoadReport,
+    embedded_metadata,
+    freeze_backbone,
+    load_pretrained_weights,
+)
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "LoadReport",
     "ModelInfo",
     "check_options",
     "count_parameters",
     "create_model",
+    "embedded_metadata",
     "freeze_backbone",
     "get_model_info",
     "list_models",
     "load_pretrained_weights",
     "register_model",
-    "weights_normalisation",
 ]

@@ -17,8 +17,8 @@ from torch import nn
 
 from cadx.models.layers.cbam import CBAM, ChannelAttention, SpatialAttention
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoadReport", "freeze_backbone", "load_pretrained_weights",
-           "weights_normalisation"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LoadReport", "embedded_metadata", "freeze_backbone",
+           "load_pretrained_weights"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 _PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -72,24 +72,13 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def weights_normalisation(path: str | Path, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The input normalisation the weights in ``path`` were trained with, for ``channels`` input channels.
+def embedded_metadata(path: str | Path) -> dict | None:
+    """The cadx metadata a weights file carries (a cadx checkpoint), else None (torchvision/timm state dicts).
 
-    A cadx checkpoint says so in its metadata; any other state dict is taken to be torchvision/timm ImageNet
-    weights. For a grey stem (RGB filters summed, see ``_adapt_first_conv``) the channel means are averaged, as
-    timm does: a grey image replicated to RGB and normalised with the average sees the summed filters the same way.
-    """
-    obj = torch.load(Path(path), map_location="cpu", weights_only=False)
-    own = obj.get("cadx", {}).get("preprocessing") if isinstance(obj, dict) else None
-    if isinstance(own, dict):
-        mean, std = own.get("mean", 0.5), own.get("std", 0.25)
-        mean = (mean,) if isinstance(mean, (int, float)) else tuple(mean)
-        std = (std,) if isinstance(std, (int, float)) else tuple(std)
-    else:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if len(mean) == channels or len(mean) == 1:
-        return tuple(map(float, mean)), tuple(map(float, std))
-    return (float(sum(mean) / len(mean)),), (float(sum(std) / len(std)),)
+    Read with ``weights_only=True``: a downloaded weights file must not be able to run code."""
+    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    meta = obj.get("cadx") if isinstance(obj, dict) else None
+    return meta if isinstance(meta, dict) else None
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor], ignored: list[str]) -> dict[str, torch.Tensor]:

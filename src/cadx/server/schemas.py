@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from cadx.engine.decision import findings_label
 from cadx.server.db.orm import AuditEvent, Study, StudyImage, User
 from cadx.server.model_store import ModelEntry
 
@@ -159,7 +160,7 @@ def image_result(study_id: int, image: StudyImage) -> ImageResult:
     return ImageResult(
         index=image.position, filename=image.filename, kind=image.kind, width=image.width, height=image.height,
         predicted_class=image.predicted_class, probability=image.probability, probabilities=image.probabilities,
-        decision=(", ".join(decision) or "none") if ok else None, decision_classes=decision if ok else None,
+        decision=findings_label(decision) if ok else None, decision_classes=decision if ok else None,
         explained_class=image.target_class, seconds=image.seconds,
         thumbnail_url=f"{base}/thumbnail.png" if ok else None, image_url=f"{base}/image.png" if ok else None,
         heatmap_url=f"{base}/overlay.png" if ok else None,
@@ -181,7 +182,7 @@ def study_summary(study: Study) -> StudySummary:
         id=study.id, created_at=study.created_at, created_by=study.created_by.username if study.created_by else None,
         patient_id=study.patient_id, model_id=study.model_id, model_title=study.model_name,
         n_images=len(study.images), n_errors=sum(i.error is not None for i in study.images),
-        findings=[", ".join(i.decision or []) or "none" for i in study.images if i.error is None],
+        findings=[findings_label(i.decision or []) for i in study.images if i.error is None],
         report_url=f"{API}/studies/{study.id}/report.pdf")
 
 

@@ -19,6 +19,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from cadx.engine.decision import findings_label
 from cadx.server.db.orm import Study, StudyImage
 from cadx.server.storage import StudyStorage
 
@@ -125,7 +126,7 @@ def _page(study: Study, image: StudyImage, storage: StudyStorage, metrics: dict 
     rows += [[Paragraph(e(c), st["body"]), Paragraph(f"{p:.3f}", st["body"])]
              for c, p in sorted(probs.items(), key=lambda kv: -kv[1])]
     out.append(_table(rows, [90 * mm, 40 * mm], header=True))
-    decision = ", ".join(image.decision or []) or "none"
+    decision = findings_label(image.decision or [])
     out.append(Spacer(1, 4))
     out.append(Paragraph(f"<b>Decision at threshold {study.threshold:.3f}:</b> {e(decision)} "
                          f"(most probable: {e(image.predicted_class or '-')}, {image.probability or 0:.3f})",

@@ -29,6 +29,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_image_findings_image_id", "image_findings", ["image_id"])
     op.create_index("ix_image_findings_class_name", "image_findings", ["class_name"])
+    if op.get_context().as_sql:  # `alembic upgrade --sql` writes DDL only: there are no rows to read
+        return
     images = sa.table("study_images", sa.column("id", sa.Integer()), sa.column("decision", sa.JSON()),
                       sa.column("error", sa.Text()))
     bind = op.get_bind()
