@@ -44,7 +44,8 @@ def test_predictions_csv_carries_each_decision(checkpoint: Path, tmp_path: Path)
     meta = load_checkpoint(checkpoint).meta
     with (tmp_path / "out" / "predictions.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["file", "target", "decision", "p_normal", "p_pneumonia"]
+    assert list(rows[0]) == ["file", "target", "decision", "assessed", "reason", "p_normal", "p_pneumonia"]
+    assert all(r["assessed"] == "1" and r["reason"] == "" for r in rows)  # clean images, no fitted score
     for r in rows:
         probs = np.array([float(r["p_normal"]), float(r["p_pneumonia"])])
         assert r["decision"] == "|".join(decide(probs, meta).findings)

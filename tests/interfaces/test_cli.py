@@ -84,6 +84,10 @@ def test_evaluate_writes_metrics_and_plots(trained, tmp_path: Path) -> None:
     for name in ("report.md", "confusion_matrix.png", "confusion_matrix.csv", "roc.png", "predictions.csv"):
         assert (out / name).exists(), name
     assert "AUC-ROC" in (out / "report.md").read_text()
+    assert metrics["abstention"]["n"] == 0 and metrics["abstention"]["rate"] == 0.0  # no fitted score, clean images
+    assert metrics["assessed_only"]["n_images"] == metrics["n_images"]
+    assert [row["coverage"] for row in metrics["selective"]][:2] == [1.0, 0.95]
+    assert metrics["selective"][0]["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
 def test_evaluate_on_other_data_with_split_all(trained, tmp_path: Path) -> None:
@@ -106,13 +110,13 @@ def test_evaluate_an_ensemble_with_tta(trained, tmp_path: Path) -> None:
     for r in (run, twin):
         assert invoke("evaluate", r, "--output", tmp_path / f"e_{r.name}", "--bootstrap", "20").exit_code == 0
         single[r.name] = np.loadtxt(tmp_path / f"e_{r.name}" / "predictions.csv", delimiter=",", skiprows=1,
-                                    usecols=(3, 4))
+                                    usecols=(5, 6))
     result = invoke("evaluate", run, twin, "--output", tmp_path / "ens", "--bootstrap", "20")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "ens" / "metrics.json").read_text())
     assert metrics["ensemble"]["threshold_source"] == "validation (Youden's J) of the averaged output, at evaluation"
     assert len(metrics["ensemble"]["checkpoints"]) == 2 and metrics["ensemble"]["tta"] is None
-    probs = np.loadtxt(tmp_path / "ens" / "predictions.csv", delimiter=",", skiprows=1, usecols=(3, 4))
+    probs = np.loadtxt(tmp_path / "ens" / "predictions.csv", delimiter=",", skiprows=1, usecols=(5, 6))
     assert np.allclose(probs, (single["run"] + single["twin"]) / 2, atol=2e-6)
     result = invoke("evaluate", run, "--tta", "--output", tmp_path / "tta", "--bootstrap", "20")
     assert result.exit_code == 0 and "TTA flip" in result.output
@@ -131,7 +135,7 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     result = invoke("predict", run, data / "pneumonia", dcm, bad, "--output", out, "--threshold", "0.5")
     assert result.exit_code == 0, result.output
     lines = out.read_text().strip().splitlines()
-    assert lines[0] == "file,prediction,probability,threshold,p_normal,p_pneumonia,error,warning"
+    assert lines[0] == "file,prediction,probability,threshold,assessed,reason,p_normal,p_pneumonia,error"
     assert len(lines) == 1 + 40 + 2
     bad_row = next(row for row in csv.DictReader(lines) if "bad.png" in row["file"])
     assert bad_row["prediction"] == "" and "PNG" in bad_row["error"]
@@ -142,6 +146,31 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     assert row["p_normal"] + row["p_pneumonia"] == pytest.approx(1.0, abs=1e-5)
     only_bad = invoke("predict", run, bad)
     assert only_bad.exit_code == 1
+
+
+def test_predict_names_why_an_image_is_not_assessed(trained, tmp_path: Path) -> None:
+    """A blank, a thumbnail and a strip among ordinary images: each gets no prediction and its reason; the others
+    are assessed; the exit code stays 0."""
+    data, run = trained
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for f in sorted((data / "pneumonia").glob("*.png"))[:3]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    rng = np.random.default_rng(0)
+    Image.fromarray(np.full((256, 256), 128, np.uint8)).save(folder / "blank.png")
+    Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(folder / "tiny.png")
+    Image.fromarray(rng.integers(0, 256, (20, 400), dtype=np.uint8)).save(folder / "strip.png")
+    out = tmp_path / "pred.json"
+    result = invoke("predict", run, folder, "--output", out)
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["file"]).name: r for r in json.loads(out.read_text())}
+    expected = {"blank.png": "blank", "tiny.png": "too small", "strip.png": "aspect ratio"}
+    for name, reason in expected.items():
+        assert rows[name]["assessed"] is False and rows[name]["prediction"] is None and reason in rows[name]["reason"]
+        assert rows[name]["probability"] is None
+    assessed = [r for name, r in rows.items() if name not in expected]
+    assert len(assessed) == 3 and all(r["assessed"] and r["prediction"] and r["reason"] == "" for r in assessed)
+    assert "not assessed: blank" in " ".join(result.output.split())
 
 
 def test_predict_probability_is_the_decided_class(trained, tmp_path: Path) -> None:
@@ -157,8 +186,9 @@ def test_predict_probability_is_the_decided_class(trained, tmp_path: Path) -> No
     assert all(r["probability"] == r[f"p_{r['prediction']}"] for r in rows)
 
 
-def test_predict_warns_when_a_dicom_is_outside_the_models_scope(trained, tmp_path: Path) -> None:
-    """A chest X-ray model still classifies a brain MRI; the DICOM header says so, and cadx predict passes it on."""
+def test_predict_does_not_assess_a_dicom_outside_the_models_scope(trained, tmp_path: Path) -> None:
+    """A chest X-ray model would still classify a brain MRI; the DICOM header says it is one, so no finding is
+    given for it: it is not assessed, with the header's words as the reason."""
     _, run = trained
     model = tmp_path / "chest" / "model.ckpt"
     assert invoke("export", run, "--output", model, "--category", "Chest X-ray").exit_code == 0
@@ -170,12 +200,13 @@ def test_predict_warns_when_a_dicom_is_outside_the_models_scope(trained, tmp_pat
     out = tmp_path / "pred.csv"
     result = invoke("predict", model, *(tmp_path / name for name in [*files, "photo.png"]), "--output", out)
     assert result.exit_code == 0, result.output
-    assert "2 file(s) outside the model's scope" in " ".join(result.output.split())
+    assert "2 image(s) not assessed" in " ".join(result.output.split())
     rows = {Path(r["file"]).name: r for r in csv.DictReader(out.open())}
-    assert rows["mri.dcm"]["prediction"] in ("normal", "pneumonia")  # still classified, but flagged
-    assert "Modality MR" in rows["mri.dcm"]["warning"] and "body part HEAD" in rows["mri.dcm"]["warning"]
-    assert rows["chest.dcm"]["warning"] == rows["no_body_part.dcm"]["warning"] == ""
-    assert "colour image" in rows["photo.png"]["warning"]  # a PNG has no header, but its colour gives it away
+    assert rows["mri.dcm"]["prediction"] == "" and rows["mri.dcm"]["assessed"] == "False"
+    assert "Modality MR" in rows["mri.dcm"]["reason"] and "body part HEAD" in rows["mri.dcm"]["reason"]
+    assert rows["chest.dcm"]["reason"] == rows["no_body_part.dcm"]["reason"] == ""
+    assert rows["chest.dcm"]["prediction"] in ("normal", "pneumonia")
+    assert "colour image" in rows["photo.png"]["reason"]  # a PNG has no header, but its colour gives it away
     plain = invoke("predict", run, tmp_path / "mri.dcm")  # a run without a category: nothing to check against
     assert plain.exit_code == 0 and "outside" not in plain.output
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,10 @@ def test_cautions_when_a_dicom_is_outside_the_models_scope(run: Path, inputs: Pa
     assert result.exit_code == 0, result.output
     caution = [line for line in result.output.splitlines() if line.startswith("caution")]
     assert len(caution) == 1 and "scan.dcm" in caution[0] and "Modality CR" in caution[0]  # the PNG has no header
+    assert "not assessed" in caution[0]
+    rows = {Path(r["file"]).name: r for r in csv.DictReader((tmp_path / "out" / "explanations.csv").open())}
+    assert rows["scan.dcm"]["assessed"] == "False" and rows["scan.dcm"]["prediction"] == ""
+    assert rows["wide.png"]["assessed"] == "True" and rows["wide.png"]["prediction"]
     assert "explained 2 of 2" in result.output
 
 

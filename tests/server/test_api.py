@@ -12,6 +12,7 @@ from pypdf import PdfReader
 from tests.conftest import colour_photo
 from tests.server.conftest import Env
 from tests.server.images import (
+    blank_png,
     corrupt_png,
     dicom_bytes,
     dicom_without_pixels,
@@ -19,6 +20,7 @@ from tests.server.images import (
     huge_png,
     jpeg_bytes,
     png_bytes,
+    tinted_png,
 )
 
 CHEST = "chest_xray_tiny"
@@ -89,21 +91,29 @@ def test_upload_result_list_report(env: Env) -> None:
     assert study["patient_id"] == "P-001" and study["threshold"] == 0.4 and study["model_id"] == CHEST
     assert [x["filename"] for x in study["results"]] == [name for name, _ in files]
     for result in study["results"]:
-        assert result["error"] is None
-        assert result["predicted_class"] in ("normal", "pneumonia")
+        assert result["error"] is None and result["warning"] is None
+        assert result["predicted_class"] in ("normal", "pneumonia")  # kept for the record, assessed or not
         assert set(result["probabilities"]) == {"normal", "pneumonia"}
         assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
         assert result["probability"] == max(result["probabilities"].values())
+        assert result["seconds"] > 0
+        for key in ("thumbnail_url", "image_url"):
+            img = env.client.get(result[key], headers=env.auth())
+            assert img.status_code == 200 and img.content.startswith(b"\x89PNG"), key
+    for result in study["results"][:2]:
         expected = "pneumonia" if result["probabilities"]["pneumonia"] >= 0.4 else "normal"
-        assert result["decision"] == expected and result["seconds"] > 0
-        for key in ("heatmap_url", "thumbnail_url", "image_url", "feature_maps_url"):
+        assert result["assessed"] is True and result["reason"] is None and result["decision"] == expected
+        for key in ("heatmap_url", "feature_maps_url"):
             img = env.client.get(result[key], headers=env.auth())
             assert img.status_code == 200 and img.content.startswith(b"\x89PNG"), key
     assert [x["kind"] for x in study["results"]] == ["png", "jpeg", "dicom"]
-    assert study["results"][2]["dicom"]["StudyDate"] == "20240102"
-    # the test DICOM is a CT sent to a chest X-ray model: analysed, and flagged
-    assert [x["warning"] for x in study["results"][:2]] == [None, None]
-    assert "Modality CT" in study["results"][2]["warning"] and "Chest X-ray" in study["results"][2]["warning"]
+    dicom = study["results"][2]
+    assert dicom["dicom"]["StudyDate"] == "20240102"
+    # the test DICOM is a CT sent to a chest X-ray model: outside its scope, so not assessed (no Chest CT model is
+    # installed to suggest)
+    assert dicom["assessed"] is False and dicom["decision"] is None and dicom["decision_classes"] == []
+    assert "Modality CT" in dicom["reason"] and "Chest X-ray" in dicom["reason"] and "try " not in dicom["reason"]
+    assert dicom["heatmap_url"] is None and dicom["feature_maps_url"] is None and dicom["explained_class"] is None
     original = env.client.get(study["results"][1]["original_url"], headers=env.auth())
     assert original.content == files[1][1] and original.headers["content-type"] == "image/jpeg"
 
@@ -112,6 +122,8 @@ def test_upload_result_list_report(env: Env) -> None:
 
     listed = env.client.get("/api/v1/studies", params={"patient_id": "P-001"}, headers=env.auth()).json()
     assert [s["id"] for s in listed["items"]] == [study["id"]] and listed["items"][0]["n_images"] == 3
+    assert listed["items"][0]["findings"] == [study["results"][0]["decision"], study["results"][1]["decision"],
+                                              "not assessed"]
     finding = study["results"][0]["decision_classes"][0]
     day = date.today()
     for params, hit in [({"finding": finding}, True), ({"model_id": CHEST}, True),
@@ -127,20 +139,83 @@ def test_upload_result_list_report(env: Env) -> None:
     assert len(reader.pages) == 3
     text = " ".join(" ".join(page.extract_text() for page in reader.pages).split())  # undo line wrapping
     for needle in ("pneumonia", "normal", "P-001", "chest <b>1<b>&'x'.png", CHEST, "does not replace", "2024-01-02",
-                   "Accuracy", "Decision at threshold 0.400", "Caution: outside the model's scope"):
+                   "Accuracy", "Decision at threshold 0.400", "Not assessed: outside the model's scope"):
         assert needle in text, needle
+    assert "Caution" not in text
+    dicom_page = " ".join(reader.pages[2].extract_text().split())
+    assert "Not assessed" in dicom_page and "Decision at threshold" not in dicom_page and "Grad-CAM" not in dicom_page
+    assert CHEST in dicom_page  # the model is named on every page
     one = env.client.get(study["report_url"], params={"image": 1}, headers=env.auth())
     assert len(PdfReader(io.BytesIO(one.content)).pages) == 1
 
 
-def test_colour_photo_is_flagged_outside_a_chest_models_scope(env: Env) -> None:
+def page_texts(env: Env, url: str) -> list[str]:
+    pdf = env.client.get(url, headers=env.auth())
+    assert pdf.status_code == 200
+    return [" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(pdf.content)).pages]
+
+
+def test_blank_and_colour_images_are_not_assessed_and_stored(env: Env) -> None:
     buf = io.BytesIO()
     Image.fromarray(colour_photo()).save(buf, format="PNG")
-    r = upload(env, [("holiday.png", buf.getvalue())])
+    files = [("blank.png", blank_png()), ("holiday.png", buf.getvalue()), ("tinted.png", tinted_png()),
+             ("ok.png", png_bytes(1, seed=9))]
+    r = upload(env, files, patient_id="NOT-ASSESSED-1")
     assert r.status_code == 201, r.text
-    result = r.json()["results"][0]
-    assert result["error"] is None and result["decision"] in ("normal", "pneumonia")  # still analysed
-    assert "colour image" in result["warning"] and "Chest X-ray" in result["warning"]
+    study = r.json()
+    blank, holiday, tinted, ok = study["results"]
+    for result in (blank, holiday, tinted):
+        assert result["error"] is None and result["assessed"] is False and result["reason"], result["filename"]
+        assert result["decision"] is None and result["decision_classes"] == [] and result["explained_class"] is None
+        assert result["heatmap_url"] is None and result["feature_maps_url"] is None and result["warning"] is None
+        assert result["predicted_class"] in ("normal", "pneumonia")  # raw, for the record
+        thumb = env.client.get(result["thumbnail_url"], headers=env.auth())
+        assert thumb.status_code == 200 and thumb.content.startswith(b"\x89PNG")
+        overlay = f"/api/v1/studies/{study['id']}/images/{result['index']}/overlay.png"
+        assert env.client.get(overlay, headers=env.auth()).status_code == 404  # no heatmap was made
+    assert blank["reason"].startswith("blank or near-constant image")
+    assert "colour image" in tinted["reason"] and "Chest X-ray" in tinted["reason"]  # the scope sentence
+    assert ok["assessed"] is True and ok["reason"] is None and ok["decision"] in ("normal", "pneumonia")
+    assert ok["heatmap_url"] is not None
+
+    got = env.client.get(f"/api/v1/studies/{study['id']}", headers=env.auth())
+    assert got.status_code == 200 and got.json()["results"] == study["results"]  # stored as answered
+    folder = env.settings.data_dir / "studies" / str(study["id"])
+    assert sorted(p.name for p in (folder / "0").iterdir()) == ["image.png", "original.png", "thumb.png"]
+    listed = env.client.get("/api/v1/studies", params={"patient_id": "NOT-ASSESSED-1"}, headers=env.auth()).json()
+    assert listed["items"][0]["findings"] == ["not assessed"] * 3 + [ok["decision"]]
+
+    pages = page_texts(env, study["report_url"])
+    assert len(pages) == 4
+    for text, result in zip(pages[:3], study["results"][:3], strict=True):
+        assert "Not assessed" in text and "Decision at threshold" not in text and "Grad-CAM" not in text
+        assert result["reason"][:30] in text and CHEST in text
+    assert "Decision at threshold" in pages[3] and "Not assessed" not in pages[3]
+
+
+def test_a_dicom_another_model_accepts_is_not_assessed_with_a_suggestion(env: Env) -> None:
+    r = upload(env, [("head.dcm", dicom_bytes(modality="MR")), ("ct.dcm", dicom_bytes())])
+    assert r.status_code == 201, r.text
+    mr, ct = r.json()["results"]
+    assert mr["assessed"] is False and "Modality MR" in mr["reason"]
+    assert mr["reason"].endswith("; it looks like a Brain MRI image: try brain_mri_tiny")
+    assert ct["assessed"] is False and "try " not in ct["reason"]  # no installed model takes chest CT
+    brain = upload(env, [("head.dcm", dicom_bytes(modality="MR"))], model_id="brain_mri_tiny").json()["results"][0]
+    assert brain["assessed"] is True and brain["decision"] in ("glioma", "meningioma", "notumor")
+
+
+def test_history_filter_skips_a_study_whose_only_image_was_not_assessed(env: Env) -> None:
+    r = upload(env, [("blank.png", blank_png())], patient_id="NA-ONLY")
+    assert r.status_code == 201, r.text  # stored: not assessed is a result, not a refusal
+    sid = r.json()["id"]
+    assert r.json()["results"][0]["predicted_class"] in ("normal", "pneumonia")
+    listed = env.client.get("/api/v1/studies", params={"patient_id": "NA-ONLY"}, headers=env.auth()).json()
+    assert [s["id"] for s in listed["items"]] == [sid] and listed["items"][0]["findings"] == ["not assessed"]
+    for finding in ("normal", "pneumonia"):
+        for key in ("finding", "predicted_class"):
+            found = env.client.get("/api/v1/studies", params={key: finding, "patient_id": "NA-ONLY"},
+                                   headers=env.auth()).json()
+            assert found["total"] == 0, (key, finding)
 
 
 def test_multiclass_model(env: Env) -> None:

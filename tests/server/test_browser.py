@@ -1,4 +1,5 @@
-"""The page in a real browser: log in, drop an X-ray, see the card (class, bars, Grad-CAM), export the PDF, history.
+"""The page in a real browser: log in, choose a model (never preselected among several; remembered), drop an X-ray,
+see the card (class, bars, Grad-CAM; "Not assessed" for images the model cannot judge), export the PDF, history.
 
 Playwright drives Debian's Chromium (``/usr/bin/chromium``) headless; browsers are never downloaded. Skipped with
 the reason when Playwright or Chromium is missing.
@@ -16,7 +17,7 @@ from pypdf import PdfReader
 
 from cadx.server.app import create_app
 from cadx.server.settings import Settings
-from tests.server.images import dicom_bytes, png_bytes
+from tests.server.images import blank_png, dicom_bytes, png_bytes
 from tests.server.live import CHROMIUM_ARGS, chromium_path, real_xray, serve
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright is not installed")
@@ -83,8 +84,11 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     page.fill("#password", password)
     page.click("button[type=submit]")
     page.wait_for_selector("#model-select option[value=chest_xray_tiny]", state="attached")
+    # several models are installed and none was used in this browser yet: none is chosen for the user
+    assert page.input_value("#model-select") == "" and page.input_value("#threshold") == ""
+    assert page.is_visible("#model-hint") and page.is_disabled("#recognise")
     page.select_option("#model-select", "chest_xray_tiny")
-    assert page.input_value("#threshold") != ""
+    assert page.input_value("#threshold") != "" and not page.is_visible("#model-hint")
 
     xray = real_xray()
     name, content, mime = (xray.name, xray.read_bytes(), "image/jpeg") if xray else ("synthetic.png", png_bytes(),
@@ -92,14 +96,15 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     page.evaluate(DROP, [name, base64.b64encode(content).decode(), mime])
     page.set_input_files("#file-input", files=[{"name": EVIL_NAME, "mimeType": "image/png", "buffer": png_bytes(0)},
                                                {"name": "ct.dcm", "mimeType": "application/dicom",
-                                                "buffer": dicom_bytes()}])
-    assert page.locator("#file-list li").count() == 3
+                                                "buffer": dicom_bytes()},
+                                               {"name": "blank.png", "mimeType": "image/png", "buffer": blank_png()}])
+    assert page.locator("#file-list li").count() == 4
     page.fill("#patient-id", "BROWSER-1")
     page.click("#recognise")
     page.wait_for_selector(".card .class-name", timeout=60_000)
 
     cards = page.locator(".card")
-    assert cards.count() == 3
+    assert cards.count() == 4
     first = cards.nth(0)
     assert first.locator(".filename").inner_text() == name
     assert first.locator(".class-name").inner_text().lower() in ("normal", "pneumonia")
@@ -110,8 +115,17 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     assert first.locator("details.features").get_attribute("open") is None  # feature maps collapsed
     assert cards.nth(1).locator(".filename").inner_text() == EVIL_NAME  # shown as text...
     assert page.evaluate("window.__xss") is None  # ...never run as HTML
-    assert first.locator(".warning").count() == 0
-    assert "outside the model's scope" in cards.nth(2).locator(".warning").inner_text()  # a CT on a chest X-ray model
+    assert first.locator(".warning").count() == 0 and first.locator(".not-assessed-reason").count() == 0
+    assert first.locator(".model-name").inner_text().startswith("Model: chest_xray_tiny")  # every card names it
+    for n, says in ((2, "Not assessed — outside the model's scope"), (3, "Not assessed — blank or near-constant")):
+        card = cards.nth(n)  # a CT on a chest X-ray model; a blank frame
+        assert card.locator(".not-assessed-reason").inner_text().startswith(says)
+        assert card.locator(".class-name").count() == 0 and card.locator(".decision").count() == 0  # no finding
+        assert card.locator(".overlay").count() == 0 and card.locator("img[alt^=Grad-CAM]").count() == 0
+        unreliable = card.locator("details.unreliable")
+        assert unreliable.get_attribute("open") is None  # probabilities collapsed...
+        assert "unreliable: not assessed" in unreliable.locator("summary").inner_text()  # ...and labelled so
+        assert card.locator(".model-name").inner_text().startswith("Model: chest_xray_tiny")
     assert "saved" in page.inner_text("#status")
 
     with page.expect_download() as download:
@@ -124,12 +138,18 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     page.goto(f"{url}/history")
     row = page.locator("#studies tbody tr", has_text="BROWSER-1")
     row.wait_for()
+    assert "not assessed" in row.inner_text()  # the Findings column
     row.locator("a", has_text="Open").click()
     page.wait_for_selector(".card .class-name")
-    assert page.locator(".card").count() == 3
+    assert page.locator(".card").count() == 4
+    assert page.locator(".card.not-assessed").count() == 2
 
     card = page.evaluate(RENDER_BELOW_THRESHOLD)
     assert card["headline"] == "normal 43.2 %" and card["top"] == "normal"
     assert "most probable class, pneumonia (56.8 %), is not asserted" in card["decision"]
+
+    page.goto(f"{url}/")  # the choice is remembered in this browser
+    page.wait_for_selector("#model-select option[value=chest_xray_tiny]", state="attached")
+    assert page.input_value("#model-select") == "chest_xray_tiny" and not page.is_visible("#model-hint")
     assert errors == []
     page.close()

@@ -1,4 +1,5 @@
-"""Migration 0003 fills image_findings from the studies already stored, and the DDL can be written offline."""
+"""Migration 0003 fills image_findings from the studies already stored, 0004 keeps old images assessed, and the DDL
+can be written offline."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from cadx.server.db.migrate import alembic_config, upgrade_database
+from cadx.server.db.orm import StudyImage
 from cadx.server.db.session import make_engine
+from cadx.server.schemas import image_result
 
 
 def test_findings_are_filled_from_stored_decisions(tmp_path: Path) -> None:
@@ -32,8 +36,45 @@ def test_findings_are_filled_from_stored_decisions(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_images_stored_before_0004_read_as_assessed(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade_database(engine, "0003")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO studies (id, created_at, model_id, model_name, model_version, model_category, "
+                          "threshold, classes, seconds) VALUES (1, '2026-12-01 10:00:00', 'm', 'm', 'v', "
+                          "'Chest X-ray', 0.5, '[\"normal\", \"pneumonia\"]', 0)"))
+        conn.execute(text("INSERT INTO study_images (id, study_id, position, filename, predicted_class, decision, "
+                          "has_features, warning) VALUES (1, 1, 0, 'old.png', 'pneumonia', '[\"pneumonia\"]', 1, "
+                          "'outside the model''s scope: ...')"))
+        conn.execute(text("INSERT INTO image_findings (id, image_id, class_name) VALUES (1, 1, 'pneumonia')"))
+    upgrade_database(engine)
+    with engine.begin() as conn:
+        assert [tuple(r) for r in conn.execute(text("SELECT id, assessed, reason, warning FROM study_images"))] == [
+            (1, True, None, "outside the model's scope: ...")]  # the old warning is kept, the image stays assessed
+        # a row written without the column (as an old server version would) gets the default too
+        conn.execute(text("INSERT INTO study_images (id, study_id, position, filename, has_features) "
+                          "VALUES (2, 1, 1, 'later.png', 0)"))
+        assert conn.execute(text("SELECT assessed FROM study_images WHERE id = 2")).scalar_one() in (True, 1)
+    findings = "SELECT image_id, class_name FROM image_findings"
+    with engine.connect() as conn:  # the table was altered in place: no copy whose DROP cascades to the findings
+        assert [tuple(r) for r in conn.execute(text(findings))] == [(1, "pneumonia")]
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+        assert [tuple(r) for r in conn.execute(text(findings))] == [(1, "pneumonia")]
+    upgrade_database(engine)
+    with Session(engine) as session:
+        image = session.get(StudyImage, 1)
+        assert image is not None and image.assessed is True and image.reason is None
+        assert image_result(1, image).assessed is True and image_result(1, image).decision == "pneumonia"
+    engine.dispose()
+
+
 def test_offline_sql_is_written_without_reading_rows() -> None:
     out = io.StringIO()
     with redirect_stdout(out):
         command.upgrade(alembic_config("postgresql://nobody@localhost/none"), "head", sql=True)
-    assert "CREATE TABLE image_findings" in out.getvalue()
+    sql = out.getvalue()
+    assert "CREATE TABLE image_findings" in sql
+    assert "ADD COLUMN assessed BOOLEAN DEFAULT true NOT NULL" in sql and "ADD COLUMN reason TEXT" in sql

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ class DecodedImages:
     images: np.ndarray  # uint8 (N, C, S, S), aligned with records
     skipped: list[tuple[str, str]]  # (file, reason)
     seconds: float
+    problems: list[str | None] | None = None  # the caller's ``check`` of each decoded image, aligned with records
 
 
 def progress_bar(transient: bool = True) -> Progress:
@@ -37,9 +39,10 @@ def progress_bar(transient: bool = True) -> Progress:
 
 
 def decode_records(index: DatasetIndex, records: list[Record], pre: Preprocessing, *,
-                   description: str = "Decoding images", cache_dir: Path | None = None,
-                   workers: int = 2) -> DecodedImages:
-    """Read, channel-match, stretch and resize each record once."""
+                   description: str = "Decoding images", cache_dir: Path | None = None, workers: int = 2,
+                   check: Callable[[np.ndarray, Path | None], str | None] | None = None) -> DecodedImages:
+    """Read, channel-match, stretch and resize each record once; ``check`` sees each decoded image (at its own
+    size, before it is prepared) and its file, and what it returns is kept in ``problems``."""
     start = time.perf_counter()
     shape = (len(records), pre.channels, pre.image_size, pre.image_size)
     nbytes = int(np.prod(shape))
@@ -50,11 +53,15 @@ def decode_records(index: DatasetIndex, records: list[Record], pre: Preprocessin
         images = np.empty(shape, dtype=np.uint8)
     ok = np.zeros(len(records), dtype=bool)
     skipped: list[tuple[str, str]] = []
+    problems: list[str | None] = [None] * len(records)
 
     def work(i: int) -> None:
         record = records[i]
         try:
-            images[i] = prepare_image(index.load(record, window=pre.window), pre)
+            image = index.load(record, window=pre.window)
+            if check is not None:
+                problems[i] = check(image, index.path_of(record))
+            images[i] = prepare_image(image, pre)
             ok[i] = True
         except UnreadableImageError as exc:
             skipped.append((str(exc.path), exc.reason))
@@ -70,4 +77,5 @@ def decode_records(index: DatasetIndex, records: list[Record], pre: Preprocessin
     keep = np.flatnonzero(ok)
     if len(keep) < len(records):
         images = images[keep]
-    return DecodedImages([records[i] for i in keep], images, sorted(skipped), time.perf_counter() - start)
+    return DecodedImages([records[i] for i in keep], images, sorted(skipped), time.perf_counter() - start,
+                         [problems[i] for i in keep] if check is not None else None)

@@ -109,13 +109,10 @@ def seed_mean_ci(runs: list[Path], metrics: list[dict[str, Any]],
         probs = np.array([[float(r[f"p_{c}"]) for c in m["classes"]] for r in rows])
         classes = list(m["classes"])
         y = np.array([_multi_hot(r["target"], classes) if multilabel else int(r["target"]) for r in rows])
-        if rows and "decision" in rows[0]:  # evaluate's own decision per image
-            decided = [[classes.index(c) for c in r["decision"].split("|") if c] for r in rows]
-            pred = (np.array([np.isin(range(len(classes)), d) for d in decided]).astype(int) if multilabel
-                    else np.array([d[0] for d in decided]))
-        else:  # predictions.csv written before it carried the decision: the rule at the recorded threshold
-            threshold = DEFAULT_THRESHOLD if m.get("threshold") is None else m["threshold"]
-            pred = decision_indices(probs, positive_index=positive, threshold=threshold, multilabel=multilabel)
+        # The headline metrics count every image as if assessed (abstention is reported beside them): the rule at
+        # the threshold the evaluation used.
+        threshold = DEFAULT_THRESHOLD if m.get("threshold") is None else m["threshold"]
+        pred = decision_indices(probs, positive_index=positive, threshold=threshold, multilabel=multilabel)
         tables.append((y, probs, pred))
         files.append([r["file"] for r in rows])
     shared = all(f == files[0] for f in files)

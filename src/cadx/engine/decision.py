@@ -62,10 +62,12 @@ class Decision:
     most_probable: str
     most_probable_index: int
     target_index: int  # the class a heatmap explains: the (most probable) finding, else the most probable class
+    assessed: bool = True  # False: the image cannot be judged by this model; no finding is asserted
+    reason: str | None = None  # why it was not assessed (None when it was)
 
     @property
     def label(self) -> str:
-        return findings_label(self.findings)
+        return findings_label(self.findings) if self.assessed else f"not assessed: {self.reason}"
 
     @property
     def cell(self) -> str:
@@ -73,18 +75,29 @@ class Decision:
 
 
 def decide_all(probs: np.ndarray, meta: CheckpointMeta, threshold: float | None = None,
-               source: str = "given") -> list[Decision]:
-    """A decision for each row of (N, K) probabilities (``threshold`` from ``source``, else the checkpoint's)."""
+               source: str = "given", reasons: Sequence[str | None] | None = None) -> list[Decision]:
+    """A decision for each row of (N, K) probabilities (``threshold`` from ``source``, else the checkpoint's).
+
+    ``reasons``: per image, why it cannot be assessed (input quality, scope, out of distribution) or None; an image
+    with a reason gets no finding, whatever its probabilities."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(meta.classes):
         raise ValueError(f"expected (N, {len(meta.classes)}) probabilities, got shape {probs.shape}")
+    reasons = list(reasons) if reasons is not None else [None] * len(probs)
+    if len(reasons) != len(probs):
+        raise ValueError(f"{len(reasons)} reasons for {len(probs)} images")
     t, source = resolve_threshold(meta, threshold, source)
     uses_threshold = meta.multilabel or meta.binary
     rule = decision_indices(probs, positive_index=meta.positive_index, threshold=t, multilabel=meta.multilabel)
     out = []
-    for row, decided in zip(probs, rule, strict=True):
+    for row, decided, reason in zip(probs, rule, reasons, strict=True):
         indices = tuple(int(i) for i in np.flatnonzero(decided)) if meta.multilabel else (int(decided),)
         top = int(row.argmax())
+        if reason:
+            out.append(Decision(findings=(), indices=(), probability=None, threshold=None, threshold_source=None,
+                                most_probable=meta.classes[top], most_probable_index=top, target_index=top,
+                                assessed=False, reason=reason))
+            continue
         strongest = max(indices, key=lambda i: row[i]) if indices else top
         out.append(Decision(
             findings=tuple(meta.classes[i] for i in indices), indices=indices,
@@ -95,6 +108,6 @@ def decide_all(probs: np.ndarray, meta: CheckpointMeta, threshold: float | None 
 
 
 def decide(probabilities: np.ndarray, meta: CheckpointMeta, threshold: float | None = None,
-           source: str = "given") -> Decision:
-    """The decision for one image's (K,) probabilities."""
-    return decide_all(np.asarray(probabilities)[None], meta, threshold, source)[0]
+           source: str = "given", reason: str | None = None) -> Decision:
+    """The decision for one image's (K,) probabilities (``reason``: why it cannot be assessed, if it cannot)."""
+    return decide_all(np.asarray(probabilities)[None], meta, threshold, source, [reason])[0]

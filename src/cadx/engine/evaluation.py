@@ -17,10 +17,11 @@ from sklearn.metrics import roc_curve
 from cadx.data.cache import DecodedImages, decode_records
 from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import apply_split_keys
+from cadx.engine.abstention import abstention_summary, selective_view
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.decision import Decision, decide_all, resolve_threshold
 from cadx.engine.inference import EnsemblePredictor, Predictor
-from cadx.engine.meta import DEFAULT_THRESHOLD, VALIDATION_SOURCE
+from cadx.engine.meta import DEFAULT_THRESHOLD, VALIDATION_SOURCE, CheckpointMeta
 from cadx.engine.metrics import choose_threshold, classification_metrics, multilabel_metrics
 from cadx.engine.plots import plot_confusion_matrix, plot_roc
 from cadx.engine.report import write_report
@@ -110,10 +111,13 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     if averaged and data is None and split != "all":
         _check_shared_split(members, split)
     index, records = select_records(ckpt, data, split)
-    decoded = decode_records(index, records, predictor.pre, description=f"Decoding {split} images")
+    decoded = decode_records(index, records, predictor.pre, description=f"Decoding {split} images",
+                             check=lambda image, path: predictor.input_problem(path, image))
     if not decoded.records:
         raise DatasetError(f"{index.source}: none of the {len(records)} images could be read")
-    probs = predictor.predict_arrays(decoded.images, batch_size)
+    probs, scores = predictor.predict_arrays_scored(decoded.images, batch_size)
+    reasons = [problem or ood for problem, ood in zip(decoded.problems or [None] * len(probs),
+                                                      predictor.ood_reasons(scores, len(probs)), strict=True)]
     y = np.array([r.target for r in decoded.records])
     meta = predictor.meta
     if threshold is None and averaged and meta.binary:
@@ -125,14 +129,17 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     else:
         given_by = "given"
     t, threshold_source = resolve_threshold(meta, threshold, given_by)
-    decisions = decide_all(probs, meta, threshold, given_by)  # once per image; the metrics count these
-    if meta.multilabel:
-        pred = np.array([np.isin(range(len(ckpt.classes)), d.indices) for d in decisions], dtype=int)
-        metrics = multilabel_metrics(y, probs, ckpt.classes, threshold=t, n_bootstrap=n_bootstrap, pred=pred)
-    else:
-        pred = np.array([d.indices[0] for d in decisions], dtype=int)
-        metrics = classification_metrics(y, probs, ckpt.classes, positive_index=meta.positive_index,
-                                         threshold=t, n_bootstrap=n_bootstrap, pred=pred)
+    # The headline metrics count every image as if it were assessed (comparable with earlier runs and papers);
+    # the decisions written per image, and the assessed-only metrics, leave out the images the model declined.
+    as_if_assessed = decide_all(probs, meta, threshold, given_by)
+    decisions = decide_all(probs, meta, threshold, given_by, reasons=reasons)
+    metrics = _metrics(y, probs, as_if_assessed, meta, t, n_bootstrap)
+    kept = np.array([d.assessed for d in decisions])
+    metrics["abstention"] = abstention_summary(decisions)
+    metrics["assessed_only"] = (_metrics(y[kept], probs[kept], [d for d in decisions if d.assessed], meta, t,
+                                         n_bootstrap) if kept.any() else None)
+    if not meta.multilabel:
+        metrics["selective"] = selective_view(y, probs, _indices(as_if_assessed, meta))
     metrics.update({
         "classes": ckpt.classes, "task": meta.task,
         "threshold_source": threshold_source if (meta.binary or meta.multilabel) else None,
@@ -151,6 +158,22 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     out.mkdir(parents=True, exist_ok=True)
     _write_outputs(out, metrics, y, probs, decisions, decoded.records, ckpt)
     return metrics
+
+
+def _indices(decisions: list[Decision], meta: CheckpointMeta) -> np.ndarray:
+    """The decisions as the metrics count them: class indices, or a multi-hot matrix for multi-label tasks."""
+    if meta.multilabel:
+        return np.array([np.isin(range(len(meta.classes)), d.indices) for d in decisions], dtype=int)
+    return np.array([d.indices[0] for d in decisions], dtype=int)
+
+
+def _metrics(y: np.ndarray, probs: np.ndarray, decisions: list[Decision], meta: CheckpointMeta, t: float,
+             n_bootstrap: int) -> dict[str, Any]:
+    pred = _indices(decisions, meta)
+    if meta.multilabel:
+        return multilabel_metrics(y, probs, list(meta.classes), threshold=t, n_bootstrap=n_bootstrap, pred=pred)
+    return classification_metrics(y, probs, list(meta.classes), positive_index=meta.positive_index, threshold=t,
+                                  n_bootstrap=n_bootstrap, pred=pred)
 
 
 def _check_shared_split(members: list[Predictor], split: str) -> None:
@@ -194,9 +217,11 @@ def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.
     with (out / "predictions.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         # decision: the finding(s) asserted at the evaluation's threshold, '|'-joined as a manifest writes labels
-        writer.writerow(["file", "target", "decision", *[f"p_{c}" for c in classes]])
+        # (empty when the image was not assessed; reason says why)
+        writer.writerow(["file", "target", "decision", "assessed", "reason", *[f"p_{c}" for c in classes]])
         for r, p, d in zip(records, probs, decisions, strict=True):
-            writer.writerow([r.key, target_cell(r.target, classes), d.cell, *[f"{v:.6f}" for v in p]])
+            writer.writerow([r.key, target_cell(r.target, classes), d.cell, int(d.assessed), d.reason or "",
+                             *[f"{v:.6f}" for v in p]])
     if not multilabel:
         cm = np.array(metrics["confusion_matrix"])
         plot_confusion_matrix(cm, classes, out / "confusion_matrix.png",

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cadx.data.quality import quality_problem
 from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_header_if_dicom, read_image
 from cadx.data.transforms import prepare_image, to_model_input
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.decision import Decision, decide, decide_all
 from cadx.engine.meta import CheckpointMeta
+from cadx.engine.ood import OodModel, logits_and_features
 from cadx.engine.scope import SCOPES, scope_warning
 
 
@@ -29,7 +31,6 @@ class FilePrediction:
     probabilities: np.ndarray | None  # one value per class
     decision: Decision | None = None  # None exactly when the file could not be read
     error: str | None = None
-    warning: str | None = None  # e.g. a DICOM header outside the model's scope
 
 
 class Predictor:
@@ -40,6 +41,7 @@ class Predictor:
         self.model = checkpoint.model.to(self.device).eval()
         self.pre = checkpoint.preprocessing
         self.classes = checkpoint.classes
+        self.ood = OodModel.from_dict(self.meta.ood) if self.meta.ood else None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Predictor:
@@ -54,38 +56,81 @@ class Predictor:
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.pre)
 
-    def scope_warning(self, path: str | Path, image: np.ndarray,
+    def input_problem(self, path: str | Path | None, image: np.ndarray,
                       header: Mapping[str, object] | None = None) -> str | None:
-        """Why a file (its DICOM header, or its decoded ``image`` being in colour) lies outside this model's
-        category (``cadx.engine.scope``), else None. A caller that read the header already passes it."""
+        """Why this decoded image cannot be judged before the network runs, else None: its DICOM header or colour
+        against the model's category (``cadx.engine.scope``; the more specific reason, so it comes first), then its
+        quality (``cadx.data.quality``). A caller that read the header already passes it."""
         category = self.checkpoint.category
-        if category not in SCOPES:  # no file I/O when there is nothing to check
-            return None
-        return scope_warning(category, read_header_if_dicom(path) if header is None else header, image)
+        if category in SCOPES:  # no file I/O when there is nothing to check
+            if header is None:
+                header = read_header_if_dicom(path) if path is not None else {}
+            problem = scope_warning(category, header, image)
+            if problem:
+                return problem
+        return quality_problem(image, self.pre.image_size)
+
+    def _tensor(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        # Memory-mapped or broadcast arrays are read-only; torch wants a writable buffer.
+        return torch.as_tensor(batch if isinstance(batch, torch.Tensor) or batch.flags.writeable
+                               else np.array(batch)).to(self.device)
+
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        scores = torch.sigmoid(logits) if self.meta.multilabel else torch.softmax(logits, dim=1)
+        return scores.float().cpu().numpy()
 
     @torch.inference_mode()
     def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """uint8 (B, C, S, S) -> probabilities (B, K)."""
-        # Memory-mapped or broadcast arrays are read-only; torch wants a writable buffer.
-        x = torch.as_tensor(batch if isinstance(batch, torch.Tensor) or batch.flags.writeable
-                            else np.array(batch)).to(self.device)
-        logits = self.model(to_model_input(x, self.pre))
-        scores = torch.sigmoid(logits) if self.meta.multilabel else torch.softmax(logits, dim=1)
-        return scores.float().cpu().numpy()
+        return self._probabilities(self.model(to_model_input(self._tensor(batch), self.pre)))
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        out = [self.predict_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+        return self.predict_arrays_scored(images, batch_size, scored=False)[0]
+
+    def predict_arrays_scored(self, images: np.ndarray, batch_size: int = 64, *,
+                              scored: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and out-of-distribution scores (None without a fitted score) of prepared images."""
+        step = self.predict_scored if scored else (lambda b: (self.predict_batch(b), None))
+        parts = [step(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        if not parts:
+            return np.zeros((0, len(self.classes)), dtype=np.float32), None
+        probs = np.concatenate([p for p, _ in parts])
+        return probs, None if parts[0][1] is None else np.concatenate([sc for _, sc in parts])
+
+    @torch.inference_mode()
+    def predict_scored(self, batch: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 (B, C, S, S) -> probabilities (B, K) and out-of-distribution scores (B,), or None when the
+        checkpoint has no fitted score."""
+        x = to_model_input(self._tensor(batch), self.pre)
+        if self.ood is None:
+            return self._probabilities(self.model(x)), None
+        logits, features = logits_and_features(self.model, x)
+        return self._probabilities(logits), self.ood.score(logits.float().cpu().numpy(),
+                                                             {k: v.cpu().numpy() for k, v in features.items()})
+
+    def ood_reasons(self, scores: np.ndarray | None, count: int) -> list[str | None]:
+        if scores is None or self.ood is None:
+            return [None] * count
+        return [self.ood.reason(float(v)) for v in scores]
+
+    def assess(self, prepared: np.ndarray, problem: str | None = None) -> str | None:
+        """Why one prepared image is not assessed: the ``problem`` found before the network, else its
+        out-of-distribution score (one forward pass), else None."""
+        if problem or self.ood is None:
+            return problem
+        _, scores = self.predict_scored(prepared[None])
+        return self.ood_reasons(scores, 1)[0]
 
     def predict_files(self, files: Iterable[Path], batch_size: int = 32, frame: int | None = None,
                       threshold: float | None = None) -> Iterator[FilePrediction]:
-        """Each file's probabilities and decision (at ``threshold``, else the model's); unreadable files come back
-        with their error and the others still run."""
+        """Each file's probabilities and decision (at ``threshold``, else the model's; not assessed, with the
+        reason, when the image cannot be judged); unreadable files come back with their error and the others still
+        run."""
         pending: list[tuple[str, np.ndarray, str | None]] = []
         for file in files:
             try:
                 image = self.read(file, frame)
-                pending.append((str(file), self.prepare(image), self.scope_warning(file, image)))
+                pending.append((str(file), self.prepare(image), self.input_problem(file, image)))
             except UnreadableImageError as exc:
                 yield FilePrediction(str(file), None, error=exc.reason)
                 continue
@@ -98,13 +143,18 @@ class Predictor:
                threshold: float | None) -> Iterator[FilePrediction]:
         if not pending:
             return
-        probs = self.predict_batch(np.stack([img for _, img, _ in pending]))
-        for (name, _, warning), p, d in zip(pending, probs, decide_all(probs, self.meta, threshold), strict=True):
-            yield FilePrediction(name, p, d, warning=warning)
+        probs, scores = self.predict_scored(np.stack([img for _, img, _ in pending]))
+        reasons = [problem or ood for (_, _, problem), ood in zip(pending, self.ood_reasons(scores, len(pending)),
+                                                                   strict=True)]
+        decisions = decide_all(probs, self.meta, threshold, reasons=reasons)
+        for (name, _, _), p, d in zip(pending, probs, decisions, strict=True):
+            yield FilePrediction(name, p, d)
 
-    def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> Decision:
-        """This model's decision for one image's probabilities (``cadx.engine.decision``)."""
-        return decide(probabilities, self.meta, threshold)
+    def decide(self, probabilities: np.ndarray, threshold: float | None = None,
+               reason: str | None = None) -> Decision:
+        """This model's decision for one image's probabilities (``cadx.engine.decision``); ``reason``: why the
+        image is not assessed (``assess``), if it is not."""
+        return decide(probabilities, self.meta, threshold, reason=reason)
 
 
 class EnsemblePredictor(Predictor):
@@ -133,6 +183,11 @@ class EnsemblePredictor(Predictor):
         if self.flip:
             views.append(batch.flip(-1) if isinstance(batch, torch.Tensor) else np.ascontiguousarray(batch[..., ::-1]))
         return np.mean([member.predict_batch(v) for member in self.members for v in views], axis=0)
+
+    def predict_scored(self, batch: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """The averaged probabilities; the out-of-distribution score of the first member (it sees the same image)."""
+        _, scores = self.members[0].predict_scored(batch)
+        return self.predict_batch(batch), scores
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:

@@ -63,6 +63,8 @@ class CheckpointMeta:
     split: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # split name -> record keys
     provenance: Provenance = field(default_factory=Provenance)
     config: Mapping[str, Any] = field(default_factory=dict)  # the TrainConfig as trained (TrainConfig.to_dict())
+    # The fitted out-of-distribution score (``cadx.engine.ood.OodModel.to_dict()``; arrays as tensors), or None.
+    ood: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     extensions: Mapping[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
 
@@ -94,7 +96,7 @@ class CheckpointMeta:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored form (plain types only: torch.load(weights_only=True) can read it)."""
+        """The stored form (plain types and tensors only: torch.load(weights_only=True) can read it)."""
         return {
             "format": FORMAT_VERSION,
             "model": {"name": self.model.name, "in_channels": self.model.in_channels,
@@ -107,6 +109,7 @@ class CheckpointMeta:
             "split": {k: list(v) for k, v in self.split.items()},
             "provenance": {f.name: getattr(self.provenance, f.name) for f in fields(Provenance)},
             "config": dict(self.config),
+            "ood": dict(self.ood) if self.ood is not None else None,
             "extensions": dict(self.extensions),
         }
 
@@ -129,7 +132,8 @@ class CheckpointMeta:
                 split={str(k): tuple(v) for k, v in (data.get("split") or {}).items()},
                 provenance=Provenance(**{f.name: (data.get("provenance") or {}).get(f.name)
                                          for f in fields(Provenance)}),
-                config=dict(data.get("config") or {}), extensions=dict(data.get("extensions") or {}),
+                config=dict(data.get("config") or {}), ood=data.get("ood"),
+                extensions=dict(data.get("extensions") or {}),
             )
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"incomplete checkpoint metadata ({exc})") from exc

@@ -70,4 +70,4 @@ def scope_warning(category: str | None, header: Mapping[str, object] | None = No
     if not reasons:
         return None
     return (f"outside the model's scope: {'; '.join(reasons)}, but this {category} model was trained on "
-            f"{scope.trained_on} only; do not rely on its result for this image")
+            f"{scope.trained_on} only")

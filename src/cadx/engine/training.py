@@ -20,19 +20,21 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
 
 from cadx import __version__
-from cadx.data.cache import DecodedImages
+from cadx.data.cache import DecodedImages, decode_records
 from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import assign_splits, read_split_file, write_split_file
 from cadx.data.transforms import Preprocessing
+from cadx.engine.abstention import MIN_VALIDATION_IMAGES, fit_predictor_ood
 from cadx.engine.callbacks import EpochLog, logged_seconds, read_epoch_log
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint, update_meta
 from cadx.engine.config import TrainConfig
 from cadx.engine.datamodule import ImageDataModule
-from cadx.engine.evaluation import validation_threshold
+from cadx.engine.evaluation import select_records, validation_threshold
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
 from cadx.engine.meta import CheckpointMeta, Provenance, new_meta
 from cadx.engine.module import ClassificationModule
+from cadx.engine.ood import DEFAULT_KEEP, DEFAULT_METHOD, OodModel
 from cadx.engine.plots import plot_training_curves
 from cadx.models import IMAGENET_MEAN, IMAGENET_STD, count_parameters, embedded_metadata, get_model_info
 
@@ -166,11 +168,15 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
     if best_path != output / "best.ckpt":
         shutil.copyfile(best_path, output / "best.ckpt")
         best_path = output / "best.ckpt"
-    # The operating point is chosen after training, on validation, by the one rule evaluation uses too.
-    threshold, source = validation_threshold(Predictor(load_checkpoint(best_path)), decoded["val"])
+    # The operating point and the out-of-distribution score are fitted after training, on the model's own
+    # splits (the threshold and the score's limit on validation), by the functions evaluation and fit-ood use too.
+    trained = Predictor(load_checkpoint(best_path))
+    threshold, source = validation_threshold(trained, decoded["val"])
+    ood = fit_predictor_ood(trained, decoded["train"], decoded["val"], seed=config.seed)
     for ckpt in (best_path, last):
         if ckpt.exists():
-            update_meta(ckpt, decision_threshold=threshold, threshold_source=source)
+            update_meta(ckpt, decision_threshold=threshold, threshold_source=source,
+                        ood=ood.to_dict() if ood is not None else None)
     rows = read_epoch_log(epoch_log) if epoch_log.exists() else []
     if rows:
         plot_training_curves(rows, output / "curves.png")
@@ -179,11 +185,32 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
         sort_keys=False))
     seconds = time.perf_counter() - started + earlier_seconds
     summary = _summary(index, splits, decoded, skipped, warnings, weights, rows, seconds, threshold, module)
+    summary["out_of_distribution"] = (
+        {"method": ood.method, "threshold": ood.threshold, "keep": ood.keep, **ood.fitted} if ood is not None else
+        f"not fitted: {len(decoded['val'].records)} validation images, fewer than the {MIN_VALIDATION_IMAGES} a "
+        f"{100 * DEFAULT_KEEP:g} % limit needs; images are still checked for quality and scope")
     summary["earlier_sessions_seconds"] = round(earlier_seconds, 1)
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(output / ".cache", ignore_errors=True)
     return TrainResult(output, best_path, len(rows), float(best.best_model_score or float("nan")), seconds,
                        skipped, warnings, summary)
+
+
+def refit_ood(checkpoint: str | Path, *, method: str = DEFAULT_METHOD, keep: float = DEFAULT_KEEP,
+              seed: int = 0) -> tuple[Path, OodModel]:
+    """Fit (or fit again) the out-of-distribution score of an existing checkpoint on its own training and validation
+    splits, and store it in the checkpoint (``cadx fit-ood``). The data must be where the checkpoint recorded it."""
+    predictor = Predictor(load_checkpoint(checkpoint))
+    decoded = {}
+    for split in ("train", "val"):
+        index, records = select_records(predictor.checkpoint, None, split)
+        decoded[split] = decode_records(index, records, predictor.pre, description=f"Decoding {split} images")
+    ood = fit_predictor_ood(predictor, decoded["train"], decoded["val"], method=method, keep=keep, seed=seed)
+    if ood is None:
+        raise DatasetError(f"{predictor.checkpoint.path}: its validation split has {len(decoded['val'].records)} "
+                           f"readable images, fewer than the {MIN_VALIDATION_IMAGES} a {100 * keep:g} % limit needs")
+    update_meta(predictor.checkpoint.path, ood=ood.to_dict())
+    return predictor.checkpoint.path, ood
 
 
 def load_teachers(config: TrainConfig, index: DatasetIndex, pre: Preprocessing) -> list[LoadedCheckpoint]:

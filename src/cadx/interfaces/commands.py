@@ -131,6 +131,13 @@ def evaluate_command(
     lat = m["latency_ms"]["batch_1"]
     console.print(f"{m['params'] / 1e6:.2f} M parameters; {lat['mean']:.2f} ms/image at batch 1 "
                   f"({m['latency_ms']['device']})")
+    declined = m["abstention"]
+    if declined["n"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in declined["by_reason"].items())
+        kept = m["assessed_only"]
+        on_kept = f"; on the assessed images: accuracy {kept['accuracy']:.4f}, AUC {kept['auc']:.4f}" if kept else ""
+        console.print(f"[yellow]{declined['n']} image(s) not assessed[/] ({100 * declined['rate']:.1f} %: {reasons})"
+                      f"{on_kept}", highlight=False)
     if "ensemble" in m:
         ens = m["ensemble"]
         cut = f"; threshold {m['threshold']:.3f} ({ens['threshold_source']})" if m.get("threshold") is not None else ""
@@ -226,32 +233,54 @@ def export_command(
     console.print(f"exported to [bold]{dst}[/] ({dst.stat().st_size / 1e6:.1f} MB)")
 
 
+@user_errors
+def fit_ood_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Run folder, .ckpt file or shipped model name.")],
+    method: Annotated[str, typer.Option(help="mahalanobis (penultimate features) or energy (logits).")]
+    = "mahalanobis",
+    keep: Annotated[float, typer.Option(help="Share of the model's validation images kept as in-distribution.")]
+    = 0.99,
+) -> None:
+    """Fit the out-of-distribution score of an existing checkpoint on its own train/validation splits, so that images
+    unlike its training data are "not assessed" (training does this itself since format 2)."""
+    from cadx.engine.training import refit_ood
+
+    path, ood = refit_ood(checkpoint, method=method, keep=keep)
+    console.print(f"[bold green]fitted[/] {ood.method} score on {ood.fitted['train_images']} training images; limit "
+                  f"{ood.threshold:.2f} keeps {100 * ood.keep:g} % of {ood.fitted['val_images']} validation images; "
+                  f"written to [bold]{path}[/]", highlight=False)
+
+
 def _prediction_row(pred: FilePrediction, classes: list[str]) -> dict[str, Any]:
     """One row of the table, CSV and JSON: the prediction's own decision, never re-derived here."""
     decision = pred.decision
     if pred.probabilities is None or decision is None:
-        return {"file": pred.file, "prediction": None, "error": pred.error, "warning": None}
+        return {"file": pred.file, "prediction": None, "assessed": None, "reason": None, "error": pred.error}
     # The probability beside the decision is the decided class's own (binary: below 0.5 when the threshold is), not
-    # the argmax's, so the two columns never disagree; multi-label: the highest decided, empty when none is.
-    return {"file": pred.file, "prediction": decision.cell, "probability": decision.probability,
-            "threshold": decision.threshold,
-            **{f"p_{c}": float(p) for c, p in zip(classes, pred.probabilities, strict=True)},
-            "error": None, "warning": pred.warning}
+    # the argmax's, so the two columns never disagree; multi-label: the highest decided, empty when none is. An image
+    # that was not assessed has no prediction: its probabilities are kept for the record, not as a finding.
+    return {"file": pred.file, "prediction": decision.cell if decision.assessed else None,
+            "probability": decision.probability, "threshold": decision.threshold,
+            "assessed": decision.assessed, "reason": decision.reason or "",
+            **{f"p_{c}": float(p) for c, p in zip(classes, pred.probabilities, strict=True)}, "error": None}
 
 
 def _print_predictions(rows: list[dict[str, Any]], classes: list[str]) -> None:
-    warned = any(r["warning"] for r in rows)
     table = Table()
-    for col in ("file", "prediction", *classes, "error", *(["warning"] if warned else [])):
+    for col in ("file", "prediction", *classes, "error"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["file"], r["prediction"] or "-", *[f"{r[f'p_{c}']:.3f}" if r["prediction"] is not None
-                                                           else "" for c in classes], r["error"] or "",
-                      *([r["warning"] or ""] if warned else []))
+        if r["assessed"] is False:
+            shown, cells = f"not assessed: {r['reason']}", ["" for _ in classes]
+        else:
+            shown = r["prediction"] or "-"
+            cells = [f"{r[f'p_{c}']:.3f}" if r["prediction"] is not None else "" for c in classes]
+        table.add_row(r["file"], shown, *cells, r["error"] or "")
     console.print(table)
-    if warned:
-        console.print(f"[yellow]{sum(bool(r['warning']) for r in rows)} file(s) outside the model's scope[/] "
-                      "(see the warning column): their results are not meaningful.")
+    declined = sum(r["assessed"] is False for r in rows)
+    if declined:
+        console.print(f"[yellow]{declined} image(s) not assessed[/] (the model cannot judge them; see the reason): "
+                      "no finding is given for them.")
 
 
 def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: Path) -> None:
@@ -259,7 +288,8 @@ def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: P
     if output.suffix.lower() == ".json":
         output.write_text(json.dumps(rows, indent=2))
         return
-    fields = ["file", "prediction", "probability", "threshold", *[f"p_{c}" for c in classes], "error", "warning"]
+    fields = ["file", "prediction", "probability", "threshold", "assessed", "reason", *[f"p_{c}" for c in classes],
+              "error"]
     with output.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

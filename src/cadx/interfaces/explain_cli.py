@@ -84,8 +84,9 @@ def explain_command(
                 records.append({"file": str(file), "error": reason})
                 progress.advance(task)
                 continue
+            reason = predictor.assess(predictor.prepare(image), predictor.input_problem(file, image))
             result = explainer.explain(image, target=class_name, feature_maps=feature_maps,
-                                       decide=lambda p: predictor.decide(p, threshold))
+                                       decide=lambda p, r=reason: predictor.decide(p, threshold, r))
             stem = _unique_stem(file, used)
             (output / f"{stem}_overlay.png").write_bytes(result.overlay_png)
             np.save(output / f"{stem}_heatmap.npy", result.heatmap)
@@ -94,11 +95,12 @@ def explain_command(
             decision = result.decision
             p = "-" if decision.probability is None else f"{decision.probability:.3f}"
             rows.append((str(file), result.target_class, f"{decision.label} ({p})", ""))
-            records.append({"file": str(file), "prediction": decision.cell,
+            records.append({"file": str(file), "prediction": decision.cell, "assessed": decision.assessed,
+                            "reason": decision.reason or "",
                             "probability": decision.probability, "threshold": decision.threshold,
                             "explained_class": result.target_class, "overlay": f"{stem}_overlay.png"})
-            if warning := predictor.scope_warning(file, image):
-                warnings.append((str(file), warning))
+            if reason:
+                warnings.append((str(file), f"not assessed: {reason}; the heatmap shows the most probable class"))
             done += 1
             progress.advance(task)
     _write_records(records, output / "explanations.csv")
@@ -114,7 +116,8 @@ def explain_command(
 
 
 def _write_records(records: list[dict[str, object]], path: Path) -> None:
-    fields = ["file", "prediction", "probability", "threshold", "explained_class", "overlay", "error"]
+    fields = ["file", "prediction", "probability", "threshold", "assessed", "reason", "explained_class", "overlay",
+              "error"]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()

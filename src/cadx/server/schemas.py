@@ -76,12 +76,19 @@ class ImageResult(BaseModel):
     kind: str | None
     width: int | None
     height: int | None
-    predicted_class: str | None = Field(description="Most probable class")
+    predicted_class: str | None = Field(description="Most probable class (kept for the record also when the "
+                                                    "image was not assessed; then it is no finding)")
     probability: float | None = Field(description="Its probability")
     probabilities: dict[str, float] | None = Field(description="Class -> probability")
-    decision: str | None = Field(description="The finding asserted at the study's threshold")
-    decision_classes: list[str] | None = Field(description="Every class asserted at the threshold (multi-label)")
-    explained_class: str | None = Field(description="Class the Grad-CAM heatmap explains")
+    assessed: bool = Field(description="Whether the model judged the image; False when it was not assessed "
+                                       "(`reason` says why) or not analysed at all (`error` says why)")
+    reason: str | None = Field(description="Why the image was not assessed: input quality, outside the model's "
+                                           "scope, or unlike its training images (None when it was assessed)")
+    decision: str | None = Field(description="The finding asserted at the study's threshold (None when the image "
+                                             "was not assessed or not analysed)")
+    decision_classes: list[str] | None = Field(description="Every class asserted at the threshold (multi-label); "
+                                                           "[] when the image was not assessed")
+    explained_class: str | None = Field(description="Class the Grad-CAM heatmap explains (None without heatmap)")
     seconds: float | None = Field(description="Inference plus explanation time")
     thumbnail_url: str | None
     image_url: str | None
@@ -89,8 +96,8 @@ class ImageResult(BaseModel):
     feature_maps_url: str | None
     original_url: str | None
     dicom: dict[str, str] | None
-    warning: str | None = Field(None, description="Why the result may not apply, e.g. a DICOM header outside the "
-                                                   "model's scope (None when nothing was noticed)")
+    warning: str | None = Field(None, description="Studies stored before 'not assessed' existed: why the result may "
+                                                   "not apply (a scope mismatch is now a `reason` instead)")
     error: str | None = Field(description="Why this file was not analysed (None when it was)")
 
 
@@ -120,7 +127,8 @@ class StudySummary(BaseModel):
     model_title: str
     n_images: int
     n_errors: int
-    findings: list[str] = Field(description="Decisions of the analysed images, in order")
+    findings: list[str] = Field(description="Decisions of the analysed images, in order ('not assessed' for an "
+                                            "image the model could not judge)")
     report_url: str
 
 
@@ -153,18 +161,34 @@ def user_out(user: User) -> UserOut:
     return UserOut(id=user.id, username=user.username, role=user.role)
 
 
+NOT_ASSESSED = "not assessed"
+
+
+def is_assessed(image: StudyImage) -> bool:
+    """Analysed and judged by the model (a NULL from a row written outside the ORM counts as assessed, as the
+    column's server default does)."""
+    return image.error is None and image.assessed is not False
+
+
+def image_label(image: StudyImage) -> str:
+    """What the history table shows for an analysed image: its findings, or 'not assessed'."""
+    return findings_label(image.decision or []) if is_assessed(image) else NOT_ASSESSED
+
+
 def image_result(study_id: int, image: StudyImage) -> ImageResult:
     ok = image.error is None
+    assessed = is_assessed(image)
     base = f"{API}/studies/{study_id}/images/{image.position}"
-    decision = image.decision or []
+    decision = (image.decision or []) if assessed else []
     return ImageResult(
         index=image.position, filename=image.filename, kind=image.kind, width=image.width, height=image.height,
         predicted_class=image.predicted_class, probability=image.probability, probabilities=image.probabilities,
-        decision=findings_label(decision) if ok else None, decision_classes=decision if ok else None,
-        explained_class=image.target_class, seconds=image.seconds,
+        assessed=assessed, reason=image.reason if ok and not assessed else None,
+        decision=findings_label(decision) if assessed else None, decision_classes=decision if ok else None,
+        explained_class=image.target_class if assessed else None, seconds=image.seconds,
         thumbnail_url=f"{base}/thumbnail.png" if ok else None, image_url=f"{base}/image.png" if ok else None,
-        heatmap_url=f"{base}/overlay.png" if ok else None,
-        feature_maps_url=f"{base}/features.png" if ok and image.has_features else None,
+        heatmap_url=f"{base}/overlay.png" if assessed else None,
+        feature_maps_url=f"{base}/features.png" if assessed and image.has_features else None,
         original_url=f"{base}/original" if ok else None, dicom=image.dicom, warning=image.warning, error=image.error)
 
 
@@ -182,7 +206,7 @@ def study_summary(study: Study) -> StudySummary:
         id=study.id, created_at=study.created_at, created_by=study.created_by.username if study.created_by else None,
         patient_id=study.patient_id, model_id=study.model_id, model_title=study.model_name,
         n_images=len(study.images), n_errors=sum(i.error is not None for i in study.images),
-        findings=[findings_label(i.decision or []) for i in study.images if i.error is None],
+        findings=[image_label(i) for i in study.images if i.error is None],
         report_url=f"{API}/studies/{study.id}/report.pdf")
 
 

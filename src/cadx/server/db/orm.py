@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Double, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Double, ForeignKey, Integer, String, Text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -89,7 +89,11 @@ class StudyImage(Base):
     has_features: Mapped[bool] = mapped_column(Boolean, default=False)
     seconds: Mapped[float | None] = mapped_column(Double)
     dicom: Mapped[dict[str, str] | None] = mapped_column(JSON)
-    warning: Mapped[str | None] = mapped_column(Text)  # analysed, but e.g. outside the model's scope
+    warning: Mapped[str | None] = mapped_column(Text)  # legacy: studies before 0004 flagged scope here
+    # False: analysed, but the model could not judge the image (input quality, scope, out of distribution); no finding
+    # is asserted and ``reason`` says why. Only meaningful for rows without ``error``.
+    assessed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    reason: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
 
     study: Mapped[Study] = relationship(back_populates="images")

@@ -1,14 +1,19 @@
-"""One uploaded file through the engine: type check by content, decode, predict, decide, Grad-CAM, display PNGs.
+"""One uploaded file through the engine: type check by content, decode, assess, predict, decide, Grad-CAM, display
+PNGs.
 
-The pixels are read by the model's ``Predictor`` and the probabilities, the decision and the heatmap come from one
-Grad-CAM pass of its explainer, on the same preprocessing and the same ``decide`` as ``cadx predict``, so the page
-and the command line agree.
+The pixels are read by the model's ``Predictor``, which first says whether the image can be judged at all (input
+quality, the DICOM header or colour against the model's scope, the model's out-of-distribution score). An image it
+can judge gets its probabilities, decision and heatmap from one Grad-CAM pass of the explainer, on the same
+preprocessing and the same ``decide`` as ``cadx predict``, so the page and the command line agree. An image it
+cannot judge is "not assessed": its probabilities are kept for the record, no finding is asserted and no heatmap of a
+finding is drawn.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +21,9 @@ import numpy as np
 from PIL import Image
 
 from cadx.data.readers import UnreadableImageError, read_header_if_dicom, sniff_image_kind
-from cadx.engine.decision import Decision
-from cadx.server.model_store import LoadedModel
+from cadx.engine.decision import Decision, decide
+from cadx.engine.scope import SCOPES, scope_warning
+from cadx.server.model_store import LoadedModel, ModelEntry
 
 ALLOWED_KINDS = {"png": "PNG", "jpeg": "JPEG", "dicom": "DICOM"}
 DISPLAY_SIDE = 1024
@@ -40,11 +46,11 @@ class ImageAnalysis:
     width: int
     height: int
     probabilities: dict[str, float]
-    decision: Decision  # computed once here; the database row, the card and the PDF read it
-    target_class: str | None
+    decision: Decision  # computed once here; the database row, the card and the PDF read it (``assessed``, ``reason``)
+    target_class: str | None  # the class the heatmap explains; None when no heatmap was made (not assessed)
     seconds: float
     dicom: dict[str, str] | None
-    warning: str | None  # the DICOM header contradicts the model's category
+    warning: str | None  # no longer set: a scope mismatch is now a reason for not assessing (decision.reason)
     files: dict[str, bytes]  # artefact file name -> PNG bytes
 
 
@@ -71,9 +77,10 @@ def _describe(path: Path, kind: str | None) -> str:
     return next((label for magic, label in _OTHER_MAGIC if head.startswith(magic)), "unknown")
 
 
-def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels: int,
-                 feature_maps: int) -> ImageAnalysis:
-    """Raises ImageRejected for bad input; anything else is a server fault."""
+def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels: int, feature_maps: int,
+                 others: Sequence[ModelEntry] = ()) -> ImageAnalysis:
+    """Raises ImageRejected for bad input; anything else is a server fault. ``others``: the other installed models,
+    one of which is suggested when this one's scope rejects a DICOM that another's accepts."""
     kind = check_kind(path)
     predictor = model.predictor
     try:
@@ -83,24 +90,51 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         raise ImageRejected(exc.reason, status=413 if too_big else 422) from None
     header = read_header_if_dicom(path)
     dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
-    warning = predictor.scope_warning(path, image, header)
+    problem = predictor.input_problem(path, image, header)
+    if problem and problem == scope_warning(model.entry.category, header, image):
+        problem += suggest_models(model.entry, others, header, image)
+    meta = predictor.meta
+    files = {"image.png": png_bytes(image, DISPLAY_SIDE), "thumb.png": png_bytes(image, THUMB_SIDE)}
     start = time.perf_counter()
     with model.lock:
-        # One forward pass gives the probabilities, the decision at the study's threshold and the heatmap of the
-        # finding shown to the clinician.
-        explanation = model.explainer.explain(image, decide=lambda p: predictor.decide(p, threshold),
-                                              feature_maps=feature_maps)
+        prepared = predictor.prepare(image)
+        reason = predictor.assess(prepared, problem)
+        if reason is None:
+            # One forward pass gives the probabilities, the decision at the study's threshold and the heatmap of the
+            # finding shown to the clinician.
+            explanation = model.explainer.explain(image, decide=lambda p: decide(p, meta, threshold),
+                                                  feature_maps=feature_maps)
+            probabilities, decision = explanation.probabilities, explanation.decision
+            target_class: str | None = explanation.target_class
+            files["overlay.png"] = explanation.overlay_png
+            if explanation.feature_maps_png:
+                files["features.png"] = explanation.feature_maps_png
+        else:  # no finding, so no heatmap of one: the probabilities are kept for the record only
+            probabilities = predictor.predict_batch(prepared[None])[0]
+            decision = decide(probabilities, meta, threshold, reason=reason)
+            target_class = None
     seconds = time.perf_counter() - start
-    assert explanation.decision is not None
-    files = {"image.png": png_bytes(image, DISPLAY_SIDE), "thumb.png": png_bytes(image, THUMB_SIDE),
-             "overlay.png": explanation.overlay_png}
-    if explanation.feature_maps_png:
-        files["features.png"] = explanation.feature_maps_png
+    assert decision is not None
     return ImageAnalysis(
         kind=kind, width=int(image.shape[1]), height=int(image.shape[0]),
-        probabilities={c: float(p) for c, p in zip(predictor.classes, explanation.probabilities, strict=True)},
-        decision=explanation.decision, target_class=explanation.target_class,
-        seconds=seconds, dicom=dicom or None, warning=warning, files=files)
+        probabilities={c: float(p) for c, p in zip(predictor.classes, probabilities, strict=True)},
+        decision=decision, target_class=target_class, seconds=seconds, dicom=dicom or None, warning=None,
+        files=files)
+
+
+def suggest_models(current: ModelEntry, others: Sequence[ModelEntry], header: Mapping[str, object],
+                   image: np.ndarray) -> str:
+    """``"; it looks like a Brain MRI image: try brain_mri_tumor"`` when the DICOM header names a Modality and the
+    scope of another installed model's category accepts the image; else ''. Only categories with a known scope
+    count (a category without one accepts everything, which says nothing)."""
+    if not str(header.get("Modality") or "").strip():
+        return ""
+    fitting: dict[str, list[str]] = {}
+    for entry in others:
+        if (entry.id != current.id and entry.category != current.category and entry.category in SCOPES
+                and scope_warning(entry.category, header, image) is None):
+            fitting.setdefault(entry.category, []).append(entry.id)
+    return "".join(f"; it looks like a {category} image: try {' or '.join(ids)}" for category, ids in fitting.items())
 
 
 def png_bytes(image: np.ndarray, max_side: int) -> bytes:

@@ -113,7 +113,17 @@ def _page(study: Study, image: StudyImage, storage: StudyStorage, metrics: dict 
         out.append(Paragraph(f"This file could not be analysed: {e(image.error)}", st["body"]))
         out.append(Paragraph(e(NOTICE), st["notice"]))
         return out
-    if image.warning:
+    if image.assessed is False:  # no finding, no heatmap: the model could not judge this image
+        out.append(Paragraph("Result", st["h"]))
+        out.append(Paragraph(f"<b>Not assessed:</b> {e(image.reason or 'no reason recorded')}", st["body"]))
+        out.append(Paragraph(f"The model {e(study.model_name)} asserts no finding for this image; its output is not "
+                             "reported because it does not apply.", st["body"]))
+        out.append(Paragraph("Image", st["h"]))
+        picture = _picture(storage.artefact(study.id, image.position, "image"), 84 * mm)
+        out.append(Paragraph(picture, st["body"]) if isinstance(picture, str) else picture)
+        out.append(Paragraph(e(NOTICE), st["notice"]))
+        return out
+    if image.warning:  # studies stored before "not assessed" existed
         out.append(Paragraph(f"<b>Caution:</b> {e(image.warning)}", st["body"]))
     out.append(Paragraph("Image and Grad-CAM heatmap", st["h"]))
     pictures = [_picture(storage.artefact(study.id, image.position, name), 84 * mm) for name in ("image", "overlay")]

@@ -46,6 +46,7 @@ def create_study(ctx: AppContext, user_id: int, model_id: str, threshold: float 
     model = ctx.store.load(model_id)
     entry = model.entry
     t, _ = resolve_threshold(entry.meta, threshold)
+    others = [e for e in ctx.store.entries() if e.id != entry.id]  # to suggest one when this one's scope refuses
     images: list[StudyImage] = []
     refused: list[tuple[str, str, int]] = []
     for position, upload in enumerate(uploads):
@@ -57,7 +58,7 @@ def create_study(ctx: AppContext, user_id: int, model_id: str, threshold: float 
             continue
         try:
             result = analyse_file(model, upload.path, threshold=t, max_pixels=ctx.settings.max_pixels,
-                                  feature_maps=ctx.settings.feature_maps)
+                                  feature_maps=ctx.settings.feature_maps, others=others)
         except ImageRejected as exc:
             row.error = exc.reason
             refused.append((upload.filename, exc.reason, exc.status))
@@ -74,10 +75,13 @@ def create_study(ctx: AppContext, user_id: int, model_id: str, threshold: float 
         shutil.move(str(upload.path), folder / f"original{ORIGINAL_SUFFIX.get(result.kind, '')}")
         row.kind, row.width, row.height = result.kind, result.width, result.height
         decision = result.decision
+        # The most probable class and its probability are kept whether or not the image was assessed (for the
+        # record); the findings are empty when it was not, so the history filter never matches it.
         row.predicted_class = decision.most_probable
         row.probability = result.probabilities[decision.most_probable]
         row.decision = list(decision.findings)
         row.findings = [ImageFinding(class_name=c) for c in decision.findings]  # what the history filter matches
+        row.assessed, row.reason = decision.assessed, decision.reason
         row.probabilities, row.target_class = result.probabilities, result.target_class
         row.has_features, row.seconds, row.dicom = "features.png" in result.files, result.seconds, result.dicom
         row.warning = result.warning

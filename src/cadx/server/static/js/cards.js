@@ -46,13 +46,44 @@ window.cadx = (function () {
         el("span", { class: "bar-value", text: pct(p) }))));
   }
 
+  // Every card names the model that produced (or declined to produce) its result.
+  const modelLine = (study) => el("p", { class: "model-name muted small",
+    text: "Model: " + study.model_title + (study.model_version ? " · " + study.model_version : "") });
+  const sizeLine = (result) => el("p", { class: "muted small", text: result.width + "×" + result.height + " "
+    + (result.kind || "").toUpperCase() + " · " + (result.seconds || 0).toFixed(2) + " s" });
+
+  function actions(result, reportUrl) {
+    return el("div", { class: "card-actions" },
+      el("a", { class: "button secondary export", href: reportUrl, download: "" }, "Export report (PDF)"),
+      el("a", { class: "linkish", href: result.original_url, download: result.filename }, "Original file"));
+  }
+
+  // The model could not judge this image (quality, scope, out of distribution): no finding, no heatmap; the
+  // probabilities stay out of sight unless opened, and say that they are unreliable.
+  function notAssessedCard(study, result, reportUrl) {
+    return el("article", { class: "card not-assessed", "data-filename": result.filename },
+      el("div", { class: "card-head" },
+        el("img", { class: "thumb", src: result.thumbnail_url, alt: "", width: 96, height: 96 }),
+        el("div", {},
+          el("h3", { class: "filename", text: result.filename }),
+          el("p", { class: "not-assessed-reason", role: "alert" },
+            el("strong", { text: "Not assessed" }), " — " + (result.reason || "no reason recorded")),
+          modelLine(study),
+          sizeLine(result))),
+      result.probabilities ? el("details", { class: "unreliable" },
+        el("summary", { text: "Class probabilities (unreliable: not assessed)" }), bars(result)) : null,
+      actions(result, reportUrl));
+  }
+
   function resultCard(study, result) {
     const reportUrl = study.report_url + "?image=" + result.index;
     if (result.error) {
       return el("article", { class: "card failed", "data-filename": result.filename },
         el("h3", { class: "filename", text: result.filename }),
-        el("p", { class: "error", text: "Not analysed: " + result.error }));
+        el("p", { class: "error", text: "Not analysed: " + result.error }),
+        modelLine(study));
     }
+    if (result.assessed === false) return notAssessedCard(study, result, reportUrl);
     // The headline is the finding asserted at the study's threshold, never the bare argmax: with a threshold chosen
     // on validation the two can differ, and the larger type must not say the opposite of the decision.
     const decided = result.decision_classes || [];
@@ -71,18 +102,18 @@ window.cadx = (function () {
           el("h3", { class: "filename", text: result.filename }),
           el("p", { class: "prediction" }, headline),
           decision,
+          // studies stored before "not assessed" existed carry a scope warning instead
           result.warning ? el("p", { class: "warning", role: "alert", text: "Caution: " + result.warning }) : null,
-          el("p", { class: "muted small", text: result.width + "×" + result.height + " " + (result.kind || "").toUpperCase()
-            + " · " + result.seconds.toFixed(2) + " s" }))),
+          modelLine(study),
+          sizeLine(result))),
       bars(result),
-      el("figure", { class: "overlay" },
+      result.heatmap_url ? el("figure", { class: "overlay" },
         el("img", { src: result.heatmap_url, alt: "Grad-CAM heatmap of " + result.filename }),
-        el("figcaption", { text: "Grad-CAM for “" + (result.explained_class || result.predicted_class) + "”" })),
+        el("figcaption", { text: "Grad-CAM for “" + (result.explained_class || result.predicted_class) + "”" }))
+        : null,
       result.feature_maps_url ? el("details", { class: "features" }, el("summary", { text: "Feature maps" }),
         el("img", { src: result.feature_maps_url, alt: "Feature maps", loading: "lazy" })) : null,
-      el("div", { class: "card-actions" },
-        el("a", { class: "button secondary export", href: reportUrl, download: "" }, "Export report (PDF)"),
-        el("a", { class: "linkish", href: result.original_url, download: result.filename }, "Original file")));
+      actions(result, reportUrl));
   }
 
   function studyHeader(study) {

@@ -1,4 +1,6 @@
-/* The recognise page: drop or pick files, choose a model, upload with per-file progress, show the cards. */
+/* The recognise page: drop or pick files, choose a model, upload with per-file progress, show the cards.
+   The model is never chosen silently: the last one this browser used (localStorage), the only one installed, or
+   none, and then "Recognise" stays disabled with a hint until the user picks one. */
 "use strict";
 (function () {
   const { api, el, pct } = cadx;
@@ -12,12 +14,25 @@
   const button = document.getElementById("recognise");
   const statusLine = document.getElementById("status");
   const results = document.getElementById("results");
+  const hint = document.getElementById("model-hint");
+  const REMEMBER = "cadx.model"; // localStorage key: the model this browser used last
   const maxBytes = parseFloat(document.body.dataset.maxUploadMb) * 1024 * 1024;
   const models = new Map();
   let files = []; // {file, row, bar, state}
   let busy = false;
 
-  function refreshButton() { button.disabled = busy || !files.length || !select.value; }
+  function refreshButton() {
+    button.disabled = busy || !files.length || !select.value;
+    hint.hidden = Boolean(select.value) || !models.size;
+  }
+
+  function remembered() {
+    try { return window.localStorage.getItem(REMEMBER); } catch (e) { return null; } // storage may be blocked
+  }
+
+  function remember(id) {
+    try { if (id) window.localStorage.setItem(REMEMBER, id); } catch (e) { /* not remembered, still works */ }
+  }
 
   function setFileState(item, text, fraction, kind) {
     item.state.textContent = text;
@@ -55,7 +70,11 @@
   function showModel() {
     const m = models.get(select.value);
     info.replaceChildren();
-    if (!m) return;
+    if (!m) {
+      threshold.value = "";
+      threshold.dataset.modelValue = "";
+      return;
+    }
     threshold.value = m.decision_threshold.toFixed(3);
     threshold.dataset.modelValue = threshold.value; // left as shown: the server uses the model's exact value
     const facts = [m.architecture, m.input_size + " px", m.classes.length + " classes: " + m.classes.join(", "),
@@ -75,7 +94,7 @@
   async function loadModels() {
     try {
       const data = await api("/api/v1/models");
-      select.replaceChildren();
+      select.replaceChildren(el("option", { value: "", text: "Choose a model…" }));
       for (const cat of data.categories) {
         const group = el("optgroup", { label: cat.name });
         for (const m of cat.models) {
@@ -85,13 +104,17 @@
         select.append(group);
       }
       if (!models.size) statusLine.textContent = "No models installed on the server.";
+      const last = remembered();
+      if (last && models.has(last)) select.value = last;
+      else if (models.size === 1) select.value = models.keys().next().value; // nothing to choose between
+      else select.value = "";
       showModel();
     } catch (err) {
       statusLine.textContent = "Could not load the models: " + err.message;
     }
     refreshButton();
   }
-  select.addEventListener("change", () => { showModel(); refreshButton(); });
+  select.addEventListener("change", () => { remember(select.value); showModel(); refreshButton(); });
 
   function setBusy(on) {
     busy = on;
@@ -152,6 +175,7 @@
           const item = batch[i];
           if (!item) return;
           if (r.error) setFileState(item, "not analysed", 1, "bad");
+          else if (r.assessed === false) setFileState(item, "not assessed", 1, "warn");
           else setFileState(item, r.decision + (r.warning ? " (outside the model's scope)" : ""),
             1, r.warning ? "warn" : "ok");
         });
