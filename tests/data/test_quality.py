@@ -14,7 +14,7 @@ from tests.conftest import synthetic_image
     (np.full((512, 512), 128, np.uint8), "blank"),
     (np.full((64, 64, 3), 200, np.uint8), "blank"),
     ((np.indices((256, 256)).sum(0) % 2 * 255).astype(np.uint8), "too few grey levels"),  # a test pattern
-    (np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8), "too small"),
+    (np.random.default_rng(0).integers(0, 256, (12, 12), dtype=np.uint8), "too small"),
     (np.random.default_rng(0).integers(0, 256, (40, 400), dtype=np.uint8), "aspect ratio"),
     (np.where(np.random.default_rng(0).random((256, 256)) < 0.999, 0, 255).astype(np.uint8), "blank"),
 ])
@@ -40,4 +40,5 @@ def test_ordinary_images_pass() -> None:
     assert quality_problem(synthetic_image(1, rng, 28), 28) is None  # a 28 px model takes 28 px images
     wide = rng.normal(100, 30, (300, 600)).clip(0, 255).astype(np.uint8)
     assert quality_problem(wide, 128) is None  # 2:1 is allowed
-    assert "too small" in quality_problem(synthetic_image(1, rng, 28), 128)
+    assert quality_problem(synthetic_image(1, rng, 28), 224) is None  # PneumoniaMNIST upscaled, as MedMNIST v2 does
+    assert "too small" in quality_problem(synthetic_image(1, rng, 12), 128)

@@ -58,17 +58,24 @@ def fit_predictor_ood(predictor: Predictor, train: DecodedImages, val: DecodedIm
 
 
 def abstention_summary(decisions: list[Decision]) -> dict[str, Any]:
-    """How many images were not assessed, and why (reasons grouped by their kind: the text before the first '(')."""
+    """How many images were not assessed, and why (reasons grouped by their kind: the text before the first '(' or
+    ':', e.g. "outside the model's scope")."""
     declined = [d for d in decisions if not d.assessed]
-    kinds = Counter((d.reason or "").split(" (")[0].split(";")[0].strip() for d in declined)
+    kinds = Counter((d.reason or "").split(" (")[0].split(";")[0].split(":")[0].strip() for d in declined)
     return {"n": len(declined), "rate": len(declined) / max(len(decisions), 1), "by_reason": dict(kinds.most_common())}
 
 
-def selective_view(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> list[dict[str, float]]:
-    """Accuracy when only the most confident share of the images is kept (single-label): the risk-coverage view."""
+def selective_view(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, positive_index: int | None = None,
+                   threshold: float | None = None) -> list[dict[str, float]]:
+    """Accuracy when only the most confident share of the images is kept (single-label): the risk-coverage view.
+    Confidence is the decision's margin: |p(positive) - threshold| for a binary model, else the top probability."""
     if y.ndim != 1 or not len(y):
         return []
-    order = np.argsort(-probs.max(axis=1), kind="stable")
+    if positive_index is not None and threshold is not None:
+        confidence = np.abs(probs[:, positive_index] - threshold)
+    else:
+        confidence = probs.max(axis=1)
+    order = np.argsort(-confidence, kind="stable")
     correct = (pred == y)[order]
     rows = []
     for coverage in COVERAGES:

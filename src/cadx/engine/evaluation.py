@@ -139,7 +139,8 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     metrics["assessed_only"] = (_metrics(y[kept], probs[kept], [d for d in decisions if d.assessed], meta, t,
                                          n_bootstrap) if kept.any() else None)
     if not meta.multilabel:
-        metrics["selective"] = selective_view(y, probs, _indices(as_if_assessed, meta))
+        metrics["selective"] = selective_view(y, probs, _indices(as_if_assessed, meta), meta.positive_index,
+                                              t if meta.binary else None)
     metrics.update({
         "classes": ckpt.classes, "task": meta.task,
         "threshold_source": threshold_source if (meta.binary or meta.multilabel) else None,

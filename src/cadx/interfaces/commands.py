@@ -236,7 +236,8 @@ def export_command(
 @user_errors
 def fit_ood_command(
     checkpoint: Annotated[Path, typer.Argument(help="Run folder, .ckpt file or shipped model name.")],
-    method: Annotated[str, typer.Option(help="mahalanobis (penultimate features) or energy (logits).")]
+    method: Annotated[str, typer.Option(help="mahalanobis (each stage's pooled features, summed) or energy "
+                                             "(logits).")]
     = "mahalanobis",
     keep: Annotated[float, typer.Option(help="Share of the model's validation images kept as in-distribution.")]
     = 0.99,

@@ -98,7 +98,9 @@ def explain_command(
             records.append({"file": str(file), "prediction": decision.cell, "assessed": decision.assessed,
                             "reason": decision.reason or "",
                             "probability": decision.probability, "threshold": decision.threshold,
-                            "explained_class": result.target_class, "overlay": f"{stem}_overlay.png"})
+                            # not assessed: the overlay is kept for research, but it explains no finding
+                            "explained_class": result.target_class if decision.assessed else "",
+                            "overlay": f"{stem}_overlay.png"})
             if reason:
                 warnings.append((str(file), f"not assessed: {reason}; the heatmap shows the most probable class"))
             done += 1
