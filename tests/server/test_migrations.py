@@ -8,7 +8,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from cadx.server.db.migrate import alembic_config, upgrade_database
@@ -17,13 +17,18 @@ from cadx.server.db.session import make_engine
 from cadx.server.schemas import image_result
 
 
+def insert_study(conn: Connection, classes: str, category: str = "Other") -> None:
+    """Study 1, as a server of an older schema would have stored it."""
+    conn.execute(text("INSERT INTO studies (id, created_at, model_id, model_name, model_version, model_category, "
+                      "threshold, classes, seconds) VALUES (1, '2026-11-30 10:00:00', 'm', 'm', 'v', :category, 0.5, "
+                      ":classes, 0)"), {"category": category, "classes": classes})
+
+
 def test_findings_are_filled_from_stored_decisions(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     upgrade_database(engine, "0002")
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO studies (id, created_at, model_id, model_name, model_version, model_category, "
-                          "threshold, classes, seconds) VALUES (1, '2026-11-30 10:00:00', 'm', 'm', 'v', 'Other', "
-                          "0.5, '[\"a\", \"b\", \"c\"]', 0)"))
+        insert_study(conn, '["a", "b", "c"]')
         for image_id, decision, error in [(1, '["a", "c"]', None), (2, '["b"]', None), (3, None, "unreadable"),
                                           (4, '[]', None)]:
             conn.execute(text("INSERT INTO study_images (id, study_id, position, filename, decision, has_features, "
@@ -40,9 +45,7 @@ def test_images_stored_before_0004_read_as_assessed(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     upgrade_database(engine, "0003")
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO studies (id, created_at, model_id, model_name, model_version, model_category, "
-                          "threshold, classes, seconds) VALUES (1, '2026-12-01 10:00:00', 'm', 'm', 'v', "
-                          "'Chest X-ray', 0.5, '[\"normal\", \"pneumonia\"]', 0)"))
+        insert_study(conn, '["normal", "pneumonia"]', "Chest X-ray")
         conn.execute(text("INSERT INTO study_images (id, study_id, position, filename, predicted_class, decision, "
                           "has_features, warning) VALUES (1, 1, 0, 'old.png', 'pneumonia', '[\"pneumonia\"]', 1, "
                           "'outside the model''s scope: ...')"))

@@ -7,10 +7,8 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-import torch
 
 from cadx.data.cache import DecodedImages
-from cadx.data.transforms import to_model_input
 from cadx.engine.decision import Decision
 from cadx.engine.inference import Predictor
 from cadx.engine.ood import (
@@ -20,7 +18,6 @@ from cadx.engine.ood import (
     Features,
     OodModel,
     fit_ood,
-    logits_and_features,
 )
 
 # A 99 % quantile of validation scores needs a few hundred images to mean anything; below this many the score is not
@@ -29,15 +26,9 @@ MIN_VALIDATION_IMAGES = 100
 COVERAGES = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
 
 
-@torch.inference_mode()
 def logits_features(predictor: Predictor, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, Features]:
-    out_logits, out_features = [], []
-    for i in range(0, len(images), batch_size):
-        x = to_model_input(predictor._tensor(images[i:i + batch_size]), predictor.pre)
-        logits, features = logits_and_features(predictor.model, x)
-        out_logits.append(logits.float().cpu().numpy())
-        out_features.append({k: v.cpu().numpy() for k, v in features.items()})
-    return np.concatenate(out_logits), {k: np.concatenate([f[k] for f in out_features]) for k in out_features[0]}
+    parts = [predictor.logits_and_features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return np.concatenate([lg for lg, _ in parts]), {k: np.concatenate([f[k] for _, f in parts]) for k in parts[0][1]}
 
 
 def fit_predictor_ood(predictor: Predictor, train: DecodedImages, val: DecodedImages, *,

@@ -85,28 +85,31 @@ class Predictor:
         return self._probabilities(self.model(to_model_input(self._tensor(batch), self.pre)))
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        return self.predict_arrays_scored(images, batch_size, scored=False)[0]
+        out = [self.predict_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
-    def predict_arrays_scored(self, images: np.ndarray, batch_size: int = 64, *,
-                              scored: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    @torch.inference_mode()
+    def logits_and_features(self, batch: np.ndarray | torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """uint8 (B, C, S, S) -> logits (B, K) and each stage's pooled output (B, C_s): what the
+        out-of-distribution score is fitted on and computed from."""
+        logits, features = logits_and_features(self.model, to_model_input(self._tensor(batch), self.pre))
+        return logits.float().cpu().numpy(), {k: v.cpu().numpy() for k, v in features.items()}
+
+    def predict_arrays_scored(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and out-of-distribution scores (None without a fitted score) of prepared images."""
-        step = self.predict_scored if scored else (lambda b: (self.predict_batch(b), None))
-        parts = [step(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        parts = [self.predict_scored(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         if not parts:
             return np.zeros((0, len(self.classes)), dtype=np.float32), None
         probs = np.concatenate([p for p, _ in parts])
         return probs, None if parts[0][1] is None else np.concatenate([sc for _, sc in parts])
 
-    @torch.inference_mode()
     def predict_scored(self, batch: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 (B, C, S, S) -> probabilities (B, K) and out-of-distribution scores (B,), or None when the
         checkpoint has no fitted score."""
-        x = to_model_input(self._tensor(batch), self.pre)
         if self.ood is None:
-            return self._probabilities(self.model(x)), None
-        logits, features = logits_and_features(self.model, x)
-        return self._probabilities(logits), self.ood.score(logits.float().cpu().numpy(),
-                                                             {k: v.cpu().numpy() for k, v in features.items()})
+            return self.predict_batch(batch), None
+        logits, features = self.logits_and_features(batch)
+        return self._probabilities(torch.from_numpy(logits)), self.ood.score(logits, features)
 
     def ood_reasons(self, scores: np.ndarray | None, count: int) -> list[str | None]:
         if scores is None or self.ood is None:
