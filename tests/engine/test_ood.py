@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 from cadx.engine.checkpoint import read_meta
 from cadx.engine.config import build_config
 from cadx.engine.inference import Predictor, expand_inputs
-from cadx.engine.ood import OodModel, fit_ood
+from cadx.engine.ood import STD_SUFFIX, OodModel, fit_ood, logits_and_features
 from cadx.engine.training import train
 from tests.conftest import make_class_folders
 
@@ -70,3 +72,29 @@ def test_fit_places_the_limit_on_validation_and_round_trips() -> None:
     assert far.score(np.zeros((1, 2)), away)[0] > far.threshold
     with pytest.raises(ValueError, match="unknown out-of-distribution method"):
         fit_ood(train, held, method="odin")
+
+
+def test_features_are_each_stage_s_channel_means_and_spreads_and_older_fits_still_score() -> None:
+    class TwoStages(nn.Module):
+        stage_names = ("a", "b")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 2, 8)  # b: an 8 px input gives a 1 x 1 map
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x)).flatten(1)
+
+    model = TwoStages().eval()
+    x = torch.randn(4, 1, 8, 8)
+    logits, features = logits_and_features(model, x)
+    assert set(features) == {"a", f"a{STD_SUFFIX}", "b"}  # no spread for a 1 x 1 map
+    out = model.a(x).detach().flatten(2)
+    assert torch.allclose(features["a"], out.mean(2)) and torch.allclose(features[f"a{STD_SUFFIX}"], out.std(2))
+    rng = np.random.default_rng(0)
+    train = {k: rng.normal(0, 1, (200, v.shape[1])) for k, v in features.items()}
+    means_only = fit_ood((rng.normal(0, 1, (200, 2)), {"a": train["a"], "b": train["b"]}, np.zeros(200, int)),
+                         (rng.normal(0, 1, (100, 2)), {"a": train["a"][:100], "b": train["b"][:100]}))
+    feats = {k: v.numpy() for k, v in features.items()}
+    # a score fitted on the means alone ignores the spreads it was not fitted on
+    assert np.isfinite(means_only.score(logits.detach().numpy(), feats)).all()

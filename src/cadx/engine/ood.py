@@ -3,11 +3,12 @@
 Two scores, both fitted after training and stored in the checkpoint (``CheckpointMeta.ood``):
 
 * **Mahalanobis** (Lee et al. 2018, with their feature ensemble over layers): at the output of every stage of the
-  network, average-pooled, the smallest Mahalanobis distance to a class mean with one shared covariance (Ledoit-Wolf
-  shrinkage, scikit-learn), fitted on the training split; each stage's distance is standardised by its mean and
-  spread on the validation split and the stages are summed with equal weights (no foreign data is used to weigh
-  them). On the shipped models the sum over stages rejected far more foreign images than the last stage alone at the
-  same 99 % (``benchmarks/abstention``);
+  network, two feature sets (the channels' spatial means, and their spatial standard deviations, the first-order
+  feature statistics that texture and style differences move), the smallest Mahalanobis distance to a class mean
+  with one shared covariance (Ledoit-Wolf shrinkage, scikit-learn), fitted on the training split; each distance is
+  standardised by its mean and spread on the validation split and all are summed with equal weights (no foreign data
+  is used to weigh them). On the shipped models the sum over stages rejected far more foreign images than the last
+  stage alone, and adding the standard deviations more again, at the same 99 % (``benchmarks/abstention``);
 * **energy** (Liu et al. 2020): ``-logsumexp(logits)``; nothing to fit but the threshold.
 
 Higher is more foreign for both. The threshold keeps a stated share (``keep``, default 99 %) of the model's own
@@ -29,12 +30,15 @@ from torch import nn
 METHODS = ("mahalanobis", "energy")
 DEFAULT_METHOD = "mahalanobis"
 DEFAULT_KEEP = 0.99
+STD_SUFFIX = ":std"
 MAX_FIT_IMAGES = 4000  # training images used for the class means and covariances (a seeded sample beyond that)
 
 
 def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One forward pass: the logits and each stage's output, average-pooled to (B, C) (hooks for this call only,
-    ignoring other threads, so a model shared by a web server is never affected)."""
+    """One forward pass: the logits and, for each stage, its output's channel means (key: the stage's name) and
+    channel standard deviations (key: ``<stage>:std``, for maps larger than 1 x 1), each (B, C) (hooks for this
+    call only, ignoring other threads, so a model shared by a web server is never affected). Checkpoints fitted
+    before the standard deviations existed name only the means, so they score as they were fitted."""
     owner = threading.get_ident()
     captured: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
@@ -42,7 +46,10 @@ def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     def keep(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if threading.get_ident() == owner and isinstance(output, torch.Tensor) and output.ndim == 4:
-                captured[name] = output.detach().float().mean(dim=(2, 3))
+                values = output.detach().float().flatten(2)
+                captured[name] = values.mean(dim=2)
+                if values.shape[2] > 1:  # a 1 x 1 map has no spread
+                    captured[f"{name}{STD_SUFFIX}"] = values.std(dim=2)
         return hook
 
     stages = [s for s in getattr(model, "stage_names", []) if s in modules]
@@ -56,10 +63,10 @@ def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
             handle.remove()
     if isinstance(logits, tuple):  # auxiliary heads in training mode
         logits = logits[0]
-    return logits, {s: captured[s] for s in stages if s in captured}
+    return logits, {k: captured[k] for s in stages for k in (s, f"{s}{STD_SUFFIX}") if k in captured}
 
 
-Features = dict[str, np.ndarray]  # stage name -> (N, C) pooled outputs
+Features = dict[str, np.ndarray]  # stage name (means) or "<stage>:std" -> (N, C)
 
 
 @dataclass(frozen=True)
