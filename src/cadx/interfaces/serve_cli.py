@@ -85,3 +85,33 @@ def add_user_command(
     finally:
         engine.dispose()
     console.print(f"[bold green]created[/] user {user.username} ({user.role})", highlight=False)
+
+
+@users_app.command("unlock")
+@user_errors
+def unlock_user_command(
+    name: Annotated[str | None, typer.Argument(help="Account to unlock.")] = None,
+    address: Annotated[str | None, typer.Option(help="Client address to unlock.")] = None,
+    db: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: the server's).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data dir holding the default SQLite database.")] = None,
+) -> None:
+    """Clear the failed logins and lock of an account and/or a client address (audited)."""
+    from cadx.server.db.migrate import upgrade_database
+    from cadx.server.db.repository import Repository
+    from cadx.server.db.session import make_engine, make_session_factory
+    from cadx.server.services.auth import unlock
+
+    if not name and not address:
+        raise typer.BadParameter("give an account name, --address or both")
+    settings = _settings(db_url=db, data_dir=data_dir)
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade_database(engine)
+        with make_session_factory(engine)() as session:
+            repo = Repository(session)
+            count = unlock(repo, name, address)
+            repo.audit(None, "unlock", None, f"cli: user {name!r} address {address!r}")
+            repo.commit()
+    finally:
+        engine.dispose()
+    console.print(f"[bold green]unlocked[/] {count} key(s)", highlight=False)

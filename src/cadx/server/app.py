@@ -12,13 +12,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cadx import __version__
 from cadx.server.bootstrap import ensure_first_admin
 from cadx.server.context import AppContext
 from cadx.server.db.migrate import upgrade_database
 from cadx.server.db.session import make_engine, make_session_factory
-from cadx.server.errors import ApiError, api_error_handler
+from cadx.server.errors import install_error_handlers
 from cadx.server.middleware import BodyLimit, SecurityHeaders
 from cadx.server.model_store import ModelStore
 from cadx.server.routers import auth, catalogue, health, pages, studies
@@ -67,8 +68,10 @@ def create_app(settings: Settings | None = None, *, log_first_admin: bool = True
     app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie="cadx_session",
                        max_age=settings.session_minutes * 60, same_site="lax", https_only=settings.secure_cookies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_files * settings.max_upload_bytes + 2**20)
-    app.add_middleware(SecurityHeaders)
-    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
+    if settings.forwarded_allow_ips:  # behind a reverse proxy: the client's address (throttling, audit) from it
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    install_error_handlers(app)
 
     api = APIRouter(prefix="/api/v1")
     for router in (auth.router, catalogue.router, studies.router, health.router):

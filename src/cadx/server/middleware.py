@@ -1,8 +1,10 @@
-"""Pure ASGI middleware: security headers on every response and an early 413 for oversized upload bodies."""
+"""Pure ASGI middleware: security headers (and ``Cache-Control: no-store``) on every response, a JSON 500 for any
+unexpected exception, and an early 413 for oversized upload bodies."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -11,9 +13,18 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; 
             "form-action 'self'; frame-ancestors 'none'")
 
 
+log = logging.getLogger(__name__)
+HSTS = b"max-age=31536000; includeSubDomains"
+INTERNAL_ERROR = json.dumps({"detail": "internal server error", "errors": []}).encode()
+
+
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    """Patient data must not stay in a browser's or proxy's cache: every response but static files is no-store.
+    Catching here (inside Starlette's own error middleware) keeps the headers and the JSON shape on a 500."""
+
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -21,10 +32,18 @@ class SecurityHeaders:
             return
         # Swagger UI (/docs) starts itself with an inline script; every other page gets the strict policy.
         strict = scope["path"] != "/docs"
+        static = scope["path"].startswith("/static/")
+        started = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
+                started = True
+                headers = [(k, v) for k, v in message.get("headers", []) if static or k.lower() != b"cache-control"]
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                if self.hsts:
+                    headers.append((b"strict-transport-security", HSTS))
                 headers += [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                             (b"referrer-policy", b"same-origin")]
                 if strict:
@@ -32,7 +51,16 @@ class SecurityHeaders:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
+            if started:
+                raise  # the response is half sent; nothing else can be said to the client
+            await send_with_headers({"type": "http.response.start", "status": 500,
+                                     "headers": [(b"content-type", b"application/json"),
+                                                 (b"content-length", str(len(INTERNAL_ERROR)).encode())]})
+            await send_with_headers({"type": "http.response.body", "body": INTERNAL_ERROR})
 
 
 class BodyLimit:

@@ -213,3 +213,17 @@ def study_summary(study: Study) -> StudySummary:
 def audit_out(event: AuditEvent) -> AuditOut:
     return AuditOut(id=event.id, at=event.at, username=event.username, action=event.action,
                     study_id=event.study_id, detail=event.detail)
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(min_length=8, max_length=1024)
+
+
+class UnlockIn(BaseModel):
+    username: str | None = Field(None, max_length=64, description="Account to unlock")
+    address: str | None = Field(None, max_length=64, description="Client address to unlock")
+
+
+class CountOut(BaseModel):
+    count: int = Field(description="How many sessions or locks were ended")

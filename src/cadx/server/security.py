@@ -1,4 +1,4 @@
-"""Accounts: argon2 password hashes, signed bearer tokens, the session's CSRF token (the request dependencies that
+"""Accounts: argon2 password hashes, opaque session tokens, the session's CSRF token (the request dependencies that
 use them, ``CurrentUser`` and ``AdminUser``, are in ``cadx.server.deps``).
 
 A request is authenticated by ``Authorization: Bearer <token>`` (API clients) or by the signed session cookie
@@ -8,13 +8,13 @@ sent by the browser on cross-site posts, a header set by our own JS is not.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from cadx.server.db.orm import ROLES, User
 from cadx.server.db.repository import Repository
@@ -56,21 +56,19 @@ def authenticate(repo: Repository, username: str, password: str) -> User | None:
 
 
 class TokenCodec:
-    """Stateless signed bearer tokens carrying the user id; they expire after ``minutes``."""
+    """Opaque random tokens (bearer tokens and the page's session id). Only their keyed hash (HMAC with the secret
+    key) is stored, so a copied database yields no usable token and a new secret key ends every session."""
 
     def __init__(self, secret: str, minutes: int) -> None:
-        self._serializer = URLSafeTimedSerializer(secret, salt="cadx-api-token")
-        self.seconds = minutes * 60
+        self._key = secret.encode()
+        self.seconds = minutes * 60  # bearer token lifetime
 
-    def issue(self, user: User) -> str:
-        return self._serializer.dumps({"uid": user.id})
+    @staticmethod
+    def new() -> str:
+        return secrets.token_urlsafe(32)
 
-    def read(self, token: str) -> int | None:
-        try:
-            data: Any = self._serializer.loads(token, max_age=self.seconds)
-        except (BadSignature, SignatureExpired):
-            return None
-        return data.get("uid") if isinstance(data, dict) and isinstance(data.get("uid"), int) else None
+    def digest(self, token: str) -> str:
+        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()
 
 
 def csrf_token(request: Request) -> str:
@@ -87,8 +85,8 @@ def csrf_ok(request: Request, supplied: str | None) -> bool:
     return bool(expected and supplied and secrets.compare_digest(expected, supplied))
 
 
-def start_session(request: Request, user: User) -> None:
-    """New session on login (no fixation) with a fresh CSRF token."""
+def start_session(request: Request, session_token: str) -> None:
+    """New cookie session on login (no fixation) holding the server-side session's token and a fresh CSRF token."""
     request.session.clear()
-    request.session["uid"] = user.id
+    request.session["sid"] = session_token
     request.session["csrf"] = secrets.token_urlsafe(32)

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,9 +22,14 @@ class Settings(BaseSettings):
     max_pixels: int = Field(50_000_000, gt=0, description="Largest decoded image (decompression bombs)")
     max_files: int = Field(32, gt=0, description="Files per study")
     secret_key: str | None = Field(None, description="Signs cookies and tokens; default: kept in data_dir")
-    token_minutes: int = Field(12 * 60, gt=0, description="Bearer token lifetime")
+    token_minutes: int = Field(15, gt=0, description="Bearer token lifetime (API clients log in again after it)")
     session_minutes: int = Field(12 * 60, gt=0, description="Login cookie lifetime")
-    secure_cookies: bool = Field(False, description="Send the session cookie over HTTPS only")
+    secure_cookies: bool = Field(False, validation_alias=AliasChoices("secure_cookies", "CADX_SECURE_COOKIES",
+                                                                      "CADX_COOKIE_SECURE"),
+                                 description="Behind TLS: session cookie Secure, and HSTS on every response")
+    login_max_failures: int = Field(10, ge=1, le=10, description="Failed logins (per account or address) that lock")
+    login_lock_minutes: int = Field(15, gt=0, description="How long a lock lasts; failures older than this decay")
+    forwarded_allow_ips: str | None = Field(None, description="Proxy addresses whose X-Forwarded-For is trusted")
     feature_maps: int = Field(8, ge=0, description="Feature maps drawn per image (0: none)")
     device: str = Field("cpu", description="torch device for inference: cpu, cuda or auto")
 

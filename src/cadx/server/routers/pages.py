@@ -14,8 +14,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from cadx import __version__
 from cadx.server.db.orm import User
-from cadx.server.deps import Ctx, CurrentUser, Repo, session_user
-from cadx.server.security import authenticate, csrf_ok, csrf_token, start_session
+from cadx.server.deps import Ctx, CurrentUser, Repo, StudyId, client_address, session_user
+from cadx.server.security import csrf_ok, csrf_token, start_session
+from cadx.server.services.auth import LoginThrottled, log_in
+from cadx.server.services.sessions import find_session, open_session, revoke
 
 router = APIRouter(include_in_schema=False)
 
@@ -54,17 +56,29 @@ def login(request: Request, ctx: Ctx, repo: Repo, username: Annotated[str, Form(
     if not csrf_ok(request, csrf):
         return _page(request, ctx, "login.html", None, 403, next=target, username=username,
                      error="The form expired. Please log in again.")
-    user = authenticate(repo, username, password)
+    try:
+        user = log_in(repo, ctx.settings, username, password, client_address(request))
+    except LoginThrottled as exc:
+        page = _page(request, ctx, "login.html", None, 429, next=target, username=username,
+                     error=f"Too many failed log-ins. Please try again in {exc.retry_after} seconds.")
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     if user is None:
         return _page(request, ctx, "login.html", None, 401, next=target, username=username,
                      error="Wrong user name or password.")
-    start_session(request, user)
+    start_session(request, open_session(repo, ctx.tokens, user, "cookie", ctx.settings.session_minutes * 60))
+    repo.commit()
     return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: Annotated[str, Form(alias="csrf_token")] = "") -> Response:
+def logout(request: Request, ctx: Ctx, repo: Repo, csrf: Annotated[str, Form(alias="csrf_token")] = "") -> Response:
     if csrf_ok(request, csrf):
+        sid = request.session.get("sid")
+        row = find_session(repo, ctx.tokens, sid, "cookie") if isinstance(sid, str) else None
+        if row is not None:  # ends it on the server: a copy of the cookie is worthless from now on
+            revoke(repo, row)
+            repo.commit()
         request.session.clear()
     return RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
 
@@ -82,7 +96,7 @@ def history_page(request: Request, ctx: Ctx, repo: Repo) -> Response:
 
 
 @router.get("/studies/{study_id}")
-def study_page(study_id: int, request: Request, ctx: Ctx, repo: Repo) -> Response:
+def study_page(study_id: StudyId, request: Request, ctx: Ctx, repo: Repo) -> Response:
     user = session_user(request, repo)
     return _page(request, ctx, "study.html", user, page="history", study_id=study_id) if user else _to_login(request)
 

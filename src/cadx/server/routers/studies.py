@@ -16,7 +16,7 @@ from cadx.engine.checkpoint import CheckpointError
 from cadx.server.context import AppContext
 from cadx.server.db.orm import Study
 from cadx.server.db.repository import Repository, StudyFilter
-from cadx.server.deps import AdminUser, Ctx, CurrentUser, Repo
+from cadx.server.deps import MAX_ID, MAX_POSITION, AdminUser, Ctx, CurrentUser, PageNumber, Position, Repo, StudyId
 from cadx.server.errors import ApiError
 from cadx.server.model_store import UnknownModelError
 from cadx.server.schemas import AuditOut, ErrorOut, StudyOut, StudyPage, audit_out, study_out, study_summary
@@ -76,7 +76,7 @@ def list_studies(
     = None,
     date_from: Annotated[date | None, Query(description="First day (UTC), YYYY-MM-DD")] = None,
     date_to: Annotated[date | None, Query(description="Last day (UTC), inclusive")] = None,
-    page: Annotated[int, Query(ge=1)] = 1, page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: PageNumber = 1, page_size: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> StudyPage:
     flt = StudyFilter(patient_id=patient_id or None, model_id=model_id or None,
                       finding=finding or predicted_class or None, date_from=date_from, date_to=date_to)
@@ -86,7 +86,7 @@ def list_studies(
 
 @router.get("/studies/{study_id}", response_model=StudyOut, responses={404: {"model": ErrorOut}},
             summary="One study with every image's result (audited as a view)")
-def get_study(study_id: int, repo: Repo, user: CurrentUser) -> StudyOut:
+def get_study(study_id: StudyId, repo: Repo, user: CurrentUser) -> StudyOut:
     study = _find(repo, study_id)
     repo.audit(user, "view", study.id)
     repo.commit()
@@ -95,8 +95,9 @@ def get_study(study_id: int, repo: Repo, user: CurrentUser) -> StudyOut:
 
 @router.get("/studies/{study_id}/report.pdf", response_class=Response, responses={404: {"model": ErrorOut}},
             summary="The PDF report: one page per image (audited as an export)")
-def get_report(study_id: int, ctx: Ctx, repo: Repo, user: CurrentUser,
-               image: Annotated[int | None, Query(ge=0, description="Only this image position")] = None) -> Response:
+def get_report(study_id: StudyId, ctx: Ctx, repo: Repo, user: CurrentUser,
+               image: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description="Only this image position")]
+               = None) -> Response:
     study = _find(repo, study_id)
     if image is not None and all(i.position != image for i in study.images):
         raise ApiError(404, f"study {study_id} has no image {image}")
@@ -111,7 +112,7 @@ def get_report(study_id: int, ctx: Ctx, repo: Repo, user: CurrentUser,
 
 @router.get("/studies/{study_id}/images/{position}/{artefact}.png", response_class=FileResponse,
             responses={404: {"model": ErrorOut}}, summary="Thumbnail, display image, Grad-CAM overlay or feature maps")
-def get_artefact(study_id: int, position: int, artefact: Literal["thumbnail", "image", "overlay", "features"],
+def get_artefact(study_id: StudyId, position: Position, artefact: Literal["thumbnail", "image", "overlay", "features"],
                  ctx: Ctx, repo: Repo, _user: CurrentUser) -> FileResponse:
     _find(repo, study_id)
     path = ctx.storage.artefact(study_id, position, artefact)
@@ -122,7 +123,7 @@ def get_artefact(study_id: int, position: int, artefact: Literal["thumbnail", "i
 
 @router.get("/studies/{study_id}/images/{position}/original", response_class=FileResponse,
             responses={404: {"model": ErrorOut}}, summary="The file as uploaded")
-def get_original(study_id: int, position: int, ctx: Ctx, repo: Repo, _user: CurrentUser) -> FileResponse:
+def get_original(study_id: StudyId, position: Position, ctx: Ctx, repo: Repo, _user: CurrentUser) -> FileResponse:
     study = _find(repo, study_id)
     image = next((i for i in study.images if i.position == position), None)
     path = ctx.storage.original(study_id, position)
@@ -134,13 +135,13 @@ def get_original(study_id: int, position: int, ctx: Ctx, repo: Repo, _user: Curr
 
 @router.delete("/studies/{study_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}}, summary="Delete a study (admin)")
-def remove_study(study_id: int, ctx: Ctx, repo: Repo, user: AdminUser) -> Response:
+def remove_study(study_id: StudyId, ctx: Ctx, repo: Repo, user: AdminUser) -> Response:
     delete_study(ctx, repo, _find(repo, study_id), user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/audit", response_model=list[AuditOut], summary="Audit trail, newest first (admin)")
-def list_audit(repo: Repo, _user: AdminUser, study_id: int | None = None,
+def list_audit(repo: Repo, _user: AdminUser, study_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
                action: Literal["create", "view", "export", "delete"] | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AuditOut]:
     return [audit_out(e) for e in repo.list_audit(study_id, action, limit)]
