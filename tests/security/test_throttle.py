@@ -73,6 +73,8 @@ def test_admin_unlocks_and_it_is_audited(app_env: Env, clock: Clock) -> None:
         actions = [a for a in s.scalars(select(AuditEvent.action))]
     assert actions.count("login_failed") == 10 and "login_locked" in actions and "unlock" in actions
     assert "login" in actions
+    listed = app_env.client.get("/api/v1/audit", params={"action": "login_failed"}, headers=admin)
+    assert listed.status_code == 200 and [e["action"] for e in listed.json()] == ["login_failed"] * 10
 
 
 def test_cli_unlock(app_env: Env, clock: Clock) -> None:

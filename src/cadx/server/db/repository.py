@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Literal
 
 from sqlalchemy import exists, func, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from cadx.server.db.orm import AuditEvent, ImageFinding, Study, StudyImage, User
+
+# Every action the audit trail records (the /audit filter offers exactly these).
+AuditAction = Literal["create", "view", "export", "delete", "login", "login_failed", "login_locked", "logout",
+                      "password", "revoke", "unlock"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class Repository:
         self.session.flush()
 
     # audit ---------------------------------------------------------------------------------------------------
-    def audit(self, user: User | None, action: str, study_id: int | None, detail: str | None = None) -> None:
+    def audit(self, user: User | None, action: AuditAction, study_id: int | None, detail: str | None = None) -> None:
         self.session.add(AuditEvent(user_id=user.id if user else None, username=user.username if user else "-",
                                     action=action, study_id=study_id, detail=(detail or None) and detail[:255]))
         self.session.flush()

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from cadx.engine.checkpoint import CheckpointError
 from cadx.server.context import AppContext
 from cadx.server.db.orm import Study
-from cadx.server.db.repository import Repository, StudyFilter
+from cadx.server.db.repository import AuditAction, Repository, StudyFilter
 from cadx.server.deps import MAX_ID, MAX_POSITION, AdminUser, Ctx, CurrentUser, PageNumber, Position, Repo, StudyId
 from cadx.server.errors import ApiError
 from cadx.server.model_store import UnknownModelError
@@ -118,7 +118,7 @@ def get_artefact(study_id: StudyId, position: Position, artefact: Literal["thumb
     path = ctx.storage.artefact(study_id, position, artefact)
     if path is None:
         raise ApiError(404, f"study {study_id} has no {artefact} for image {position}")
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return FileResponse(path, media_type="image/png")  # no-store, as every response with patient data
 
 
 @router.get("/studies/{study_id}/images/{position}/original", response_class=FileResponse,
@@ -142,7 +142,7 @@ def remove_study(study_id: StudyId, ctx: Ctx, repo: Repo, user: AdminUser) -> Re
 
 @router.get("/audit", response_model=list[AuditOut], summary="Audit trail, newest first (admin)")
 def list_audit(repo: Repo, _user: AdminUser, study_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-               action: Literal["create", "view", "export", "delete"] | None = None,
+               action: AuditAction | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AuditOut]:
     return [audit_out(e) for e in repo.list_audit(study_id, action, limit)]
 
