@@ -1,4 +1,5 @@
-"""Grad-CAM / Grad-CAM++: it points at the evidence, fits every architecture, handles every head, leaks nothing."""
+"""Grad-CAM / Grad-CAM++ / Layer-CAM / occlusion: they point at the evidence (the registry's default on a
+presence-vs-absence task with a decoy), fit every architecture, handle every head, leak nothing."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch
 from PIL import Image
 
 from cadx.data.transforms import Preprocessing, prepare_image, to_model_input
-from cadx.engine.explain import Explainer, explain
+from cadx.engine.explain import Explainer, explain, gradcam_map
 from cadx.engine.inference import Predictor
+from cadx.engine.occlusion import occlusion_map
 from cadx.models import create_model, list_models
 from tests.conftest import memory_predictor
 
@@ -136,7 +138,7 @@ def test_every_architecture_gives_a_finite_nonconstant_cam(name: str) -> None:
     torch.manual_seed(0)
     predictor = make_predictor(create_model(name, in_channels=1, num_classes=2), size=64)
     img, _ = blob_image(1, np.random.default_rng(0))
-    for method in ("gradcam", "gradcam++"):
+    for method in ("gradcam", "gradcam++", "layercam"):
         explainer = Explainer(predictor, method=method)
         ranges = []
         for target in (0, 1):
@@ -211,7 +213,7 @@ def test_frozen_weights_and_inference_mode_callers(trained: Predictor) -> None:
 
 
 def test_unknown_method() -> None:
-    with pytest.raises(ValueError, match="gradcam, gradcam\\+\\+"):
+    with pytest.raises(ValueError, match="gradcam, gradcam\\+\\+, layercam, occlusion"):
         Explainer(make_predictor(create_model("small_cnn", in_channels=1, num_classes=2)), method="lime")
 
 
@@ -228,3 +230,106 @@ def test_explanation_probabilities_equal_prediction_and_the_decision_picks_targe
     strict = explainer.explain(img, feature_maps=0, decide=lambda p: trained.decide(p, 1.0))
     assert strict.target_index == (positive if e.probabilities[positive] >= 1.0 else 1 - positive)
     assert explainer.explain(img, feature_maps=0, target="dark").decision is None
+
+
+# -- presence vs absence: the registry's default must point at the lesion, as often as occlusion does -------------
+LESION_SIDE = 40
+
+
+def lesion_image(label: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float], float]:
+    """Texture; class 1 = one bright disc at a random place, class 0 = a dimmer ring (a decoy) instead."""
+    side = LESION_SIDE
+    img = rng.uniform(90, 130) + rng.normal(0, 10, (side, side))
+    r = float(rng.uniform(3.0, 4.5))
+    cy, cx = rng.uniform(r + 1, side - r - 1, 2)
+    yy, xx = np.mgrid[:side, :side]
+    d = np.hypot(yy - cy, xx - cx)
+    img += rng.uniform(70, 100) * (d <= r) if label else 40.0 * ((d >= 0.6 * r) & (d <= r))
+    img.reshape(-1)[rng.choice(img.size, 4, replace=False)] = [0, 0, 255, 255]  # no min-max stretch
+    return img.clip(0, 255).astype(np.uint8), (float(cy), float(cx)), r
+
+
+@pytest.fixture(scope="module")
+def presence() -> Predictor:
+    """simple_cnn (registered name, so its ``explain_default`` applies), trained a few seconds, seeded."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    pre = Preprocessing(LESION_SIDE, 1)
+    labels = np.arange(320) % 2
+    x = torch.from_numpy(np.stack([prepare_image(lesion_image(int(y), rng)[0], pre) for y in labels]))
+    y = torch.from_numpy(labels)
+    model = create_model("simple_cnn", in_channels=1, num_classes=2, hidden=64, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(5):
+        for i in torch.randperm(len(y)).split(32):
+            loss = torch.nn.functional.cross_entropy(model(to_model_input(x[i], pre)), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    return memory_predictor(model, ("clear", "lesion"), size=LESION_SIDE, name="simple_cnn")
+
+
+def lesion_hit_rate(explainer: Explainer, n: int = 30) -> float:
+    """Share of lesion images whose heatmap peak lies inside the disc (no tolerance)."""
+    rng = np.random.default_rng(7)
+    hits = 0
+    for _ in range(n):
+        img, (cy, cx), r = lesion_image(1, rng)
+        heat = explainer.heatmap_and_scores(img, target="lesion").heatmap
+        py, px = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        hits += bool(heat.max() > 0 and np.hypot(py - cy, px - cx) <= r)
+    return hits / n
+
+
+def test_default_explanation_points_at_the_lesion_as_often_as_occlusion(presence: Predictor) -> None:
+    default = Explainer(presence)
+    assert (default.method, default.layer) == ("layercam", "features.block2")  # the registry's explain_default
+    rate, reference = lesion_hit_rate(default), lesion_hit_rate(Explainer(presence, method="occlusion"))
+    assert rate >= 0.9, f"default hit the lesion in {rate:.0%}"
+    assert rate >= reference - 0.05, (rate, reference)
+
+
+def test_default_layer_applies_to_a_named_method_and_occlusion_takes_none(presence: Predictor) -> None:
+    assert Explainer(presence, method="gradcam").layer == "features.block2"
+    assert Explainer(presence, method="gradcam", layer="features.block3").layer == "features.block3"
+    occlusion = Explainer(presence, method="occlusion")
+    assert occlusion.layer is None and occlusion.describe().startswith("occlusion, 7 px patches")
+    with pytest.raises(ValueError, match="takes no layer"):
+        Explainer(presence, method="occlusion", layer="features.block2")
+    img, _, _ = lesion_image(1, np.random.default_rng(3))
+    result = occlusion.explain(img, feature_maps=2)  # feature maps still come from the stages
+    assert result.heatmap.shape == img.shape and result.feature_maps_png[:4] == b"\x89PNG"
+    assert _hook_count(presence.model) == 0
+
+
+def test_layercam_is_positive_gradient_times_activation_per_position() -> None:
+    activation = torch.tensor([[[[1.0, 2.0], [0.0, 3.0]], [[2.0, 0.0], [1.0, 1.0]]]])  # (1, 2, 2, 2)
+    gradient = torch.tensor([[[[1.0, -1.0], [2.0, 0.5]], [[-3.0, 1.0], [1.0, 2.0]]]])
+    cam = gradcam_map(activation, gradient, "layercam")
+    expected = torch.tensor([[[[1.0, 0.0], [1.0, 3.5]]]])  # sum_c relu(g) * A; no channel averaging
+    assert cam.shape == (1, 1, 2, 2) and torch.allclose(cam, expected)
+    assert (gradcam_map(torch.rand(1, 4, 5, 5), torch.randn(1, 4, 5, 5), "layercam") >= 0).all()
+    # one channel, evidence at one position with a gradient there only: Grad-CAM's mean weight dilutes it,
+    # Layer-CAM keeps exactly that position
+    act, grad = torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    grad[0, 0, 2, 1] = 1.0
+    layer = gradcam_map(act, grad, "layercam")[0, 0]
+    assert layer[2, 1] == 1.0 and layer.sum() == 1.0
+
+
+def test_occlusion_map_marks_the_pixels_the_score_reads() -> None:
+    x = torch.rand(1, 1, 24, 24)
+    x[0, 0, 4:8, 14:18] = 3.0
+
+    def score(batch: torch.Tensor) -> torch.Tensor:  # reads one 4 x 4 region only
+        return batch[:, 0, 4:8, 14:18].mean(dim=(1, 2))
+
+    heat = occlusion_map(score, x, patch=4, stride=2, batch_size=7)  # several batches
+    assert heat.shape == (1, 1, 24, 24) and (heat >= 0).all()
+    py, px = np.unravel_index(int(heat.argmax()), (24, 24))
+    assert 4 <= py < 8 and 14 <= px < 18
+    assert float(heat[0, 0, 16:, :8].max()) == 0.0  # far from the region nothing changes the score
+    with pytest.raises(ValueError, match=r"\(1, C, H, W\)"):
+        occlusion_map(score, x[0])

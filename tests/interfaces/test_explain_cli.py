@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,23 @@ def test_bad_layer_is_one_line_listing_valid_layers(run: Path, inputs: Path, tmp
     assert len(lines) == 1 and "unknown layer 'layer9'" in lines[0]
     assert "features.block3" in lines[0] and "classifier" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_default_method_and_faithfulness_json(run: Path, inputs: Path, tmp_path: Path) -> None:
+    """No method named: the registry's measured default for simple_cnn; --faithfulness writes the curves."""
+    out = tmp_path / "out"
+    result = invoke("explain", run, inputs / "wide.png", inputs / "scan.dcm", "--output", out, "--feature-maps", "0",
+                    "--faithfulness")
+    assert result.exit_code == 0, result.output
+    assert "Layer-CAM at features.block2" in result.output
+    report = json.loads((out / "faithfulness.json").read_text())
+    assert (report["method"], report["layer"], report["n"]) == ("layercam", "features.block2", 2)
+    assert "grey" in report["deletion_baseline"] and "blur" in report["insertion_baseline"]
+    for image in report["images"]:
+        assert 0.0 <= image["deletion_auc"] <= 1.0 and 0.0 <= image["insertion_auc"] <= 1.0
+        assert len(image["deletion"]) == len(image["insertion"]) == report["steps"] + 1
+    assert report["mean_deletion_auc"] == pytest.approx(np.mean([i["deletion_auc"] for i in report["images"]]))
+    occlusion = invoke("explain", run, inputs / "wide.png", "--output", tmp_path / "occ", "--method", "occlusion",
+                       "--feature-maps", "0")
+    assert occlusion.exit_code == 0, occlusion.output
+    assert "occlusion, 5 px patches" in occlusion.output and not (tmp_path / "occ" / "faithfulness.json").exists()

@@ -1,4 +1,10 @@
-"""Grad-CAM and Grad-CAM++ for every cadx model, plus per-stage feature maps: what the network looked at.
+"""Heatmaps for every cadx model: Grad-CAM, Grad-CAM++, Layer-CAM and occlusion, plus per-stage feature maps.
+
+Which method fits which head (measured in ``benchmarks/faithfulness/``, summarised in ``docs/explanations.md``):
+Grad-CAM and Grad-CAM++ weight each channel by one number, which assumes a global-average-pooled head; behind a
+flatten + dense head (``simple_cnn``, AlexNet, VGG) the mean gradient can invert the map. Layer-CAM (Jiang et al.
+2021) weights every position by its own positive gradient and needs no such assumption; occlusion assumes nothing.
+Each architecture's default method and layer is the registry's ``explain_default``, chosen by that benchmark.
 
 Why not ``monai.visualize.GradCAM`` (read in MONAI 1.6, ``class_activation_maps.py``):
 
@@ -35,11 +41,16 @@ from torch import nn
 
 from cadx.data.transforms import to_model_input
 from cadx.engine.decision import Decision
+from cadx.engine.faithfulness import Curves, deletion_insertion
 from cadx.engine.feature_maps import render_feature_maps, render_overlay
 from cadx.engine.inference import Predictor
+from cadx.engine.occlusion import occlusion_map, occlusion_patch
+from cadx.models.registry import get_model_info
 
-METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
-_ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++", "gradcam_pp": "gradcam++"}
+METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "Layer-CAM", "occlusion": "occlusion"}
+GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam")  # the methods that need a target layer
+_ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++", "gradcam_pp": "gradcam++",
+            "layer-cam": "layercam"}
 
 
 @dataclass
@@ -70,6 +81,30 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def canonical_method(method: str) -> str:
+    """``method`` lower-cased with its aliases resolved (ValueError listing the methods)."""
+    key = method.lower().strip()
+    key = _ALIASES.get(key, key)
+    if key not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return key
+
+
+def default_explanation(architecture: str, model: nn.Module) -> tuple[str, str | None]:
+    """The registry's measured ``explain_default`` (method, layer) for ``architecture``; Grad-CAM at the model's
+    ``cam_layer`` for a network the registry does not know, or whose default layer it lacks."""
+    fallback = ("gradcam", getattr(model, "cam_layer", None))
+    try:
+        method, layer = get_model_info(architecture).explain_default
+    except ValueError:
+        return fallback
+    if method != "occlusion" and layer is None:
+        layer = fallback[1]
+    if layer is not None and layer not in dict(model.named_modules()):
+        return fallback
+    return method, layer
+
+
 def resolve_layer(model: nn.Module, layer: str | None) -> str:
     """The model's default CAM layer, or ``layer`` if the model has it (ValueError listing the valid names)."""
     name = layer or getattr(model, "cam_layer", None)
@@ -84,10 +119,13 @@ def resolve_layer(model: nn.Module, layer: str | None) -> str:
 def gradcam_map(activation: torch.Tensor, gradient: torch.Tensor, method: str) -> torch.Tensor:
     """(1, C, h, w) activation and d(score)/d(activation) -> non-negative (1, 1, h, w) map.
 
-    Grad-CAM weights channels by their mean gradient. Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19 with the
+    Layer-CAM sums relu(g) * A over channels, position by position, so a dense head's position-specific weights
+    are kept. Grad-CAM weights channels by their mean gradient. Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19 with the
     exponential score; its exp factor is a per-image constant that cancels in the normalisation) weights the
     positive gradients by alpha = g^2 / (2 g^2 + sum_ab(A) g^3), which lets several small regions share the credit.
     """
+    if method == "layercam":  # Jiang et al. 2021: each position weighted by its own positive gradient
+        return F.relu((F.relu(gradient) * activation).sum(dim=1, keepdim=True))
     if method == "gradcam":
         weights = gradient.mean(dim=(2, 3), keepdim=True)
     else:
@@ -116,14 +154,19 @@ class Explainer:
     class is.
     """
 
-    def __init__(self, predictor: Predictor, *, method: str = "gradcam", layer: str | None = None) -> None:
-        key = method.lower().strip()
-        self.method = _ALIASES.get(key, key)
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    def __init__(self, predictor: Predictor, *, method: str | None = None, layer: str | None = None) -> None:
+        """``method``/``layer`` None: the architecture's measured default (``explain_default`` in the registry); a
+        method named without a layer gets the default layer. Occlusion needs no layer (``layer`` is None)."""
         self.predictor = predictor
         self.model = predictor.model
-        self.layer = resolve_layer(self.model, layer)
+        default_method, default_layer = default_explanation(predictor.meta.model.name, self.model)
+        self.method = canonical_method(method) if method is not None else default_method
+        if self.method == "occlusion":
+            if layer is not None:
+                raise ValueError("occlusion perturbs the input and takes no layer")
+            self.layer: str | None = None
+        else:
+            self.layer = resolve_layer(self.model, layer or default_layer)
         self.modules = dict(self.model.named_modules())
         self.stage_names = [s for s in getattr(self.model, "stage_names", []) if s in self.modules]
         self.classes = list(predictor.classes)
@@ -147,14 +190,29 @@ class Explainer:
 
     # -- scores --------------------------------------------------------------------------------------------------
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        row = logits[0].detach().float()
-        if row.numel() == 1:  # single logit: sigmoid, expanded to one value per class name when there are two
-            p = float(torch.sigmoid(row)[0])
+        return self._probability_rows(logits[:1].detach())[0].cpu().numpy().astype(np.float32)
+
+    def _probability_rows(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, outputs) logits -> (B, K) class probabilities (a single logit expanded to two classes)."""
+        logits = logits.float()
+        if logits.shape[1] == 1:  # single logit: sigmoid, expanded to one value per class name when there are two
+            p = torch.sigmoid(logits)
             if len(self.classes) != 2:
-                return np.array([p], dtype=np.float32)
-            return np.array([1 - p, p] if self._positive() == 1 else [p, 1 - p], dtype=np.float32)
-        scores = torch.sigmoid(row) if self.meta.multilabel else torch.softmax(row, dim=0)
-        return scores.cpu().numpy().astype(np.float32)
+                return p
+            return torch.cat([1 - p, p] if self._positive() == 1 else [p, 1 - p], dim=1)
+        return torch.sigmoid(logits) if self.meta.multilabel else torch.softmax(logits, dim=1)
+
+    def class_probability(self, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Normalised input batch -> probability of class ``index`` per image (for occlusion and faithfulness)."""
+        def probability(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self._probability_rows(self.model(x))[:, index]
+        return probability
+
+    def model_input(self, image: np.ndarray) -> torch.Tensor:
+        """A decoded image as the (1, C, S, S) normalised tensor the network sees."""
+        prepared = self.predictor.prepare(image)
+        return to_model_input(torch.tensor(prepared)[None].to(self.predictor.device), self.predictor.pre)
 
     def _score(self, logits: torch.Tensor, index: int) -> torch.Tensor:
         if logits.shape[1] == 1:  # the logit speaks for the positive class; its negation for the negative one
@@ -163,8 +221,9 @@ class Explainer:
         return logits[0, index]
 
     # -- forward / backward --------------------------------------------------------------------------------------
-    def _forward(self, x: torch.Tensor, with_stages: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Logits, the target layer's output as a grad-requiring leaf, and detached stage outputs."""
+    def _forward(self, x: torch.Tensor, with_stages: bool) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+        """Logits, the target layer's output as a grad-requiring leaf (None for occlusion), and detached stage
+        outputs."""
         owner = threading.get_ident()
         captured: dict[str, torch.Tensor] = {}
         stages: dict[str, torch.Tensor] = {}
@@ -185,7 +244,7 @@ class Explainer:
                     stages[name] = output.detach()
             return hook
 
-        handles = [self.modules[self.layer].register_forward_hook(grab)]
+        handles = [] if self.layer is None else [self.modules[self.layer].register_forward_hook(grab)]
         if with_stages:
             handles += [self.modules[s].register_forward_hook(keep(s)) for s in self.stage_names]
         try:
@@ -194,9 +253,9 @@ class Explainer:
         finally:
             for handle in handles:
                 handle.remove()
-        if "activation" not in captured:
+        if self.layer is not None and "activation" not in captured:
             raise ValueError(f"layer {self.layer!r} was not used in the forward pass")
-        return logits, captured["activation"], stages
+        return logits, captured.get("activation"), stages
 
     def heatmap_and_scores(self, image: np.ndarray, target: str | int | None = None, *, with_stages: bool = False,
                            decide: Callable[[np.ndarray], Decision] | None = None) -> HeatmapPass:
@@ -204,12 +263,11 @@ class Explainer:
         class; no rendering. ``decide`` (when given) is applied whatever the target, so its decision comes back."""
         if image.ndim not in (2, 3):
             raise ValueError(f"expected a decoded (H, W) or (H, W, 3) image, got shape {image.shape}")
-        prepared = self.predictor.prepare(image)
         was_training = self.model.training
         self.model.eval()  # dropout off, batch-norm statistics frozen
         try:
             with torch.inference_mode(False):  # callers may sit inside inference_mode (a web handler)
-                x = to_model_input(torch.tensor(prepared)[None].to(self.predictor.device), self.predictor.pre)
+                x = self.model_input(image)
                 logits, activation, stages = self._forward(x, with_stages)
                 self._single_logit = logits.shape[1] == 1
                 probs = self._probabilities(logits)
@@ -218,10 +276,14 @@ class Explainer:
                     index = self.class_index(target)
                 else:
                     index = decision.target_index if decision is not None else int(np.argmax(probs))
-                with torch.enable_grad():
-                    score = self._score(logits, index)
-                (gradient,) = torch.autograd.grad(score, activation)
-                cam = gradcam_map(activation.detach(), gradient, self.method)
+                if activation is None:  # occlusion: drop in log p(class) when a patch is greyed out
+                    probability = self.class_probability(index)
+                    cam = occlusion_map(lambda b: torch.log(probability(b).clamp_min(1e-12)), x)
+                else:
+                    with torch.enable_grad():
+                        score = self._score(logits, index)
+                    (gradient,) = torch.autograd.grad(score, activation)
+                    cam = gradcam_map(activation.detach(), gradient, self.method)
         finally:
             self.model.train(was_training)
         return HeatmapPass(upsample_map(cam, image.shape[:2]), index, probs, stages, decision)
@@ -260,10 +322,29 @@ class Explainer:
             shown = int(np.argmax(probs))
         if index != shown:
             line += f"\n{METHODS[self.method]} for {self.classes[index]} (p = {probs[index]:.3f})"
-        return f"{line}\n{METHODS[self.method]} at {self.layer}"
+        return f"{line}\n{self.describe()}"
+
+    def describe(self) -> str:
+        """``Layer-CAM at layer3`` / ``occlusion, 21 px patches, stride 10``: what made the map."""
+        if self.layer is None:
+            patch, stride = occlusion_patch(self.predictor.pre.image_size)
+            return f"{METHODS[self.method]}, {patch} px patches, stride {stride}"
+        return f"{METHODS[self.method]} at {self.layer}"
+
+    def faithfulness(self, image: np.ndarray, heatmap: np.ndarray, target_index: int, **kwargs: int) -> Curves:
+        """Deletion / insertion curves of ``heatmap`` for class ``target_index`` on this image
+        (:func:`cadx.engine.faithfulness.deletion_insertion`)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(False):
+                return deletion_insertion(self.class_probability(target_index), self.model_input(image), heatmap,
+                                          **kwargs)
+        finally:
+            self.model.train(was_training)
 
 
-def explain(predictor: Predictor, image: np.ndarray, *, target: str | int | None = None, method: str = "gradcam",
+def explain(predictor: Predictor, image: np.ndarray, *, target: str | int | None = None, method: str | None = None,
             layer: str | None = None, feature_maps: int = 8) -> Explanation:
     """One-off convenience wrapper around :class:`Explainer`: explains ``target``, else the predictor's decision."""
     return Explainer(predictor, method=method, layer=layer).explain(image, target=target, decide=predictor.decide,

@@ -1,11 +1,13 @@
-"""``cadx explain``: Grad-CAM / Grad-CAM++ overlays, raw heatmaps and feature-map tiles for images or folders."""
+"""``cadx explain``: heatmap overlays (the architecture's measured default method, or Grad-CAM, Grad-CAM++,
+Layer-CAM, occlusion), raw heatmaps, feature-map tiles and, on request, deletion/insertion faithfulness."""
 
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -15,6 +17,9 @@ from rich.table import Table
 
 from cadx.data.readers import UnreadableImageError
 from cadx.interfaces.console import console, err_console, user_errors
+
+if TYPE_CHECKING:
+    from cadx.engine.explain import Explainer
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -36,13 +41,18 @@ def explain_command(
                                                                    "one).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Binary decision threshold (default: the model's); the "
                                                          "predicted class is decided at it.")] = None,
-    method: Annotated[str, typer.Option(help="gradcam or gradcam++.")] = "gradcam",
-    layer: Annotated[str | None, typer.Option(help="Target layer (default: the model's last stage).")] = None,
+    method: Annotated[str | None, typer.Option(help="gradcam, gradcam++, layercam or occlusion (default: the "
+                                                    "architecture's measured default, docs/explanations.md).")] = None,
+    layer: Annotated[str | None, typer.Option(help="Target layer (default: the architecture's measured "
+                                                   "default).")] = None,
     feature_maps: Annotated[int, typer.Option("--feature-maps", help="Most active channels per stage in "
                                                                      "<stem>_features.png; 0 skips it.")] = 8,
+    faithfulness: Annotated[bool, typer.Option("--faithfulness", help="Also write faithfulness.json: deletion and "
+                                                                      "insertion curves and AUCs per image.")] = False,
 ) -> None:
-    """Grad-CAM per image: <stem>_overlay.png, <stem>_heatmap.npy (float, [0, 1], image size), <stem>_features.png;
+    """A heatmap per image: <stem>_overlay.png, <stem>_heatmap.npy (float, [0, 1], image size), <stem>_features.png;
     explanations.csv lists each image's decision (as cadx predict makes it) and the class its heatmap explains.
+    ``--faithfulness`` adds faithfulness.json (deletion to mean grey, insertion from a blur; Petsiuk et al. 2018).
 
     Unreadable files are reported and skipped; the exit code is non-zero only if no image could be explained.
     """
@@ -69,6 +79,7 @@ def explain_command(
     rows: list[tuple[str, str, str, str]] = []
     records: list[dict[str, object]] = []  # explanations.csv: each image's decision and what its heatmap shows
     warnings: list[tuple[str, str]] = []
+    curves: list[dict[str, object]] = []  # faithfulness.json, when asked for
     used: set[str] = set()
     started, done = time.perf_counter(), 0
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -101,20 +112,42 @@ def explain_command(
                             # not assessed: the overlay is kept for research, but it explains no finding
                             "explained_class": result.target_class if decision.assessed else "",
                             "overlay": f"{stem}_overlay.png"})
+            if faithfulness:
+                measured = explainer.faithfulness(image, result.heatmap, result.target_index)
+                curves.append({"file": str(file), "explained_class": result.target_class, **measured.as_dict()})
             if reason:
                 warnings.append((str(file), f"not assessed: {reason}; the heatmap shows the most probable class"))
             done += 1
             progress.advance(task)
     _write_records(records, output / "explanations.csv")
+    if faithfulness:
+        _write_faithfulness(curves, explainer, output / "faithfulness.json")
     _print_rows(rows)
     for file, warning in warnings:
         console.print(f"[yellow]caution[/] {escape(file)}: {escape(warning)}", soft_wrap=True, highlight=False)
     seconds = time.perf_counter() - started
     rate = f" ({1000 * seconds / done:.0f} ms/image)" if done else ""
-    console.print(f"explained {done} of {len(files)} file(s) with {explainer.method} at {explainer.layer} in "
+    console.print(f"explained {done} of {len(files)} file(s) with {explainer.describe()} in "
                   f"{seconds:.1f} s{rate}; results in [bold]{escape(str(output))}[/]", soft_wrap=True)
     if done == 0:
         raise typer.Exit(1)
+
+
+def _write_faithfulness(curves: list[dict[str, object]], explainer: Explainer, path: Path) -> None:
+    """Per-image curves and AUCs, their means, and what removed pixels were replaced with."""
+    from cadx.engine import faithfulness as f
+
+    def mean(key: str) -> float | None:
+        return float(np.mean([c[key] for c in curves])) if curves else None
+
+    first = curves[0] if curves else {}
+    report = {"method": explainer.method, "layer": explainer.layer, "described": explainer.describe(),
+              "deletion_baseline": f.DELETION_BASELINE, "insertion_baseline": f.INSERTION_BASELINE,
+              "fractions": f.FRACTIONS, "steps": len(first.get("deletion", [])) - 1 if first else f.DEFAULT_STEPS,
+              "score": "probability of the explained class", "n": len(curves),
+              "mean_deletion_auc": mean("deletion_auc"), "mean_insertion_auc": mean("insertion_auc"),
+              "images": curves}
+    path.write_text(json.dumps(report, indent=1))
 
 
 def _write_records(records: list[dict[str, object]], path: Path) -> None:

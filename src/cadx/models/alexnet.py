@@ -56,6 +56,8 @@ class AlexNet(nn.Module):
     default_input_size=224,
     default_in_channels=3,
     description="AlexNet (5 conv + 3 FC), torchvision layout",
+    # flatten head: Grad-CAM hit the lesion in 4-8 % of synthetic images, Grad-CAM++ at features.1 in 96 %
+    explain_default=("gradcam++", "features.1"),
 )
 def alexnet(in_channels: int, num_classes: int, *, dropout: float = 0.5) -> AlexNet:
     return AlexNet(in_channels, num_classes, dropout)

@@ -117,6 +117,8 @@ class DenseNet(nn.Module):
     default_input_size=224,
     default_in_channels=3,
     description="DenseNet-121 (growth 32, blocks 6-12-24-16), torchvision layout",
+    # relu5 is 2x2 at 64 px (7x7 at 224): 4 % pointing hits; denseblock1 100 % (benchmarks/faithfulness/)
+    explain_default=("gradcam++", "features.denseblock1"),
 )
 def densenet121(in_channels: int, num_classes: int, *, drop_rate: float = 0.0) -> DenseNet:
     return DenseNet(32, (6, 12, 24, 16), 64, 4, drop_rate, in_channels, num_classes)

@@ -24,6 +24,9 @@ class ModelInfo:
     default_in_channels: int
     description: str
     options: dict[str, Any] = field(default_factory=dict)
+    # (method, layer) of the heatmap when the user names none, chosen by measured faithfulness
+    # (benchmarks/faithfulness/); layer None = the model's ``cam_layer`` (or no layer, for occlusion)
+    explain_default: tuple[str, str | None] = ("gradcam", None)
 
 
 _BUILDERS: dict[str, Builder] = {}
@@ -41,7 +44,8 @@ def _builder_options(fn: Builder) -> dict[str, Any]:
 
 
 def register_model(
-    name: str, *, default_input_size: int, default_in_channels: int, description: str
+    name: str, *, default_input_size: int, default_in_channels: int, description: str,
+    explain_default: tuple[str, str | None] = ("gradcam", None),
 ) -> Callable[[Builder], Builder]:
     """Decorator adding ``fn(in_channels, num_classes, **options) -> nn.Module`` to the registry."""
 
@@ -55,6 +59,7 @@ def register_model(
             default_in_channels=default_in_channels,
             description=description,
             options=_builder_options(fn),
+            explain_default=explain_default,
         )
         return fn
 
@@ -84,7 +89,8 @@ def _check_attributes(name: str, model: nn.Module) -> None:
     missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(model, a)]
     if missing:
         raise AttributeError(f"model {name!r} lacks attribute(s) {missing}")
-    for dotted in [model.cam_layer, model.classifier_name, *model.stage_names]:
+    explain_layer = _INFOS[name].explain_default[1]  # None: cam_layer, or no layer (occlusion)
+    for dotted in [model.cam_layer, model.classifier_name, *model.stage_names, *filter(None, [explain_layer])]:
         if dotted not in modules:
             raise AttributeError(f"model {name!r} names module {dotted!r}, which does not exist")
 

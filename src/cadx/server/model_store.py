@@ -130,7 +130,7 @@ class ModelStore:
                 from cadx.engine.inference import Predictor
 
                 predictor = Predictor.from_checkpoint(entry.path, device=self.device)
-                loaded = LoadedModel(entry, predictor, Explainer(predictor, method="gradcam"))
+                loaded = LoadedModel(entry, predictor, Explainer(predictor))  # the measured default
                 with self._lock:
                     self._loaded[model_id] = loaded
             return loaded
