@@ -56,3 +56,38 @@ def test_vectorised_rule_matches_the_per_image_decision() -> None:
     assert [d.indices[0] for d in decide_all(probs, BINARY)] == rule.tolist()
     with pytest.raises(ValueError, match="probabilities"):
         decide_all(probs[:, :1], BINARY)
+
+
+def test_a_decision_names_its_operating_point_and_a_custom_threshold_none() -> None:
+    from cadx.engine.meta import OperatingPoint
+
+    points = (OperatingPoint("balanced", 0.3, "youden", sensitivity=0.9, specificity=0.9, n=10),
+              OperatingPoint("high-sensitivity", 0.1, "sensitivity", 0.95, 0.96, 0.5, 10))
+    meta = BINARY.with_changes(operating_points=points, default_operating_point="balanced")
+    d = decide(np.array([0.8, 0.2]), meta)
+    assert d.operating_point == "balanced" and d.findings == ("normal",)
+    sensitive = decide(np.array([0.8, 0.2]), meta, operating_point="high-sensitivity")
+    assert sensitive.operating_point == "high-sensitivity" and sensitive.findings == ("pneumonia",)
+    assert sensitive.threshold == 0.1 and "sensitivity >= 0.95" in sensitive.threshold_source
+    assert decide(np.array([0.8, 0.2]), meta, 0.15).operating_point is None  # a custom threshold
+    with pytest.raises(ValueError, match="unknown operating point 'nope'"):
+        decide(np.array([0.8, 0.2]), meta, operating_point="nope")
+
+
+def test_uncertain_near_the_threshold_or_when_the_mirror_disagrees() -> None:
+    from cadx.engine.decision import FLIP_REASON, UNCERTAINTY_MARGIN
+
+    near = decide(np.array([0.65, 0.35]), BINARY)  # p 0.35, threshold 0.3
+    assert near.uncertain and "within 0.1 of the threshold 0.300" in near.uncertain_reason
+    far = decide(np.array([0.1, 0.9]), BINARY)
+    assert not far.uncertain and far.uncertain_reason is None
+    mirrored = decide(np.array([0.1, 0.9]), BINARY, flipped=np.array([0.9, 0.1]))
+    assert mirrored.uncertain and mirrored.uncertain_reason == FLIP_REASON
+    assert not decide(np.array([0.1, 0.9]), BINARY, flipped=np.array([0.2, 0.8])).uncertain
+    edge = 0.3 + UNCERTAINTY_MARGIN + 1e-6
+    assert not decide(np.array([1 - edge, edge]), BINARY).uncertain
+    assert decide(np.array([0.45, 0.4, 0.15]), MULTICLASS).uncertain  # top two 0.05 apart
+    assert not decide(np.array([0.7, 0.2, 0.1]), MULTICLASS).uncertain
+    assert decide(np.array([0.95, 0.55, 0.05]), MULTILABEL).uncertain  # mass at 0.55, threshold 0.5
+    declined = decide(np.array([0.65, 0.35]), BINARY, reason="blank image")
+    assert not declined.uncertain and declined.operating_point is None

@@ -37,6 +37,37 @@ def test_format_1_migrates_to_the_current_form() -> None:
     assert migrate(FORMAT_1)["format"] == FORMAT_VERSION
 
 
+def test_format_2_migrates_to_identity_calibration_and_no_operating_points() -> None:
+    format_2 = {**migrate(FORMAT_1), "format": 2}
+    for key in ("calibration", "operating_points", "default_operating_point"):
+        format_2.pop(key, None)
+    meta = CheckpointMeta.from_dict(format_2)
+    assert meta.format == FORMAT_VERSION == 3
+    assert meta.calibration is None and meta.operating_points == () and meta.default_operating_point is None
+    assert meta.decision_threshold == 0.59  # the one threshold stays what it was
+
+
+def test_calibration_and_operating_points_are_typed_and_round_trip() -> None:
+    from cadx.engine.meta import Calibration, OperatingPoint
+
+    points = (OperatingPoint("balanced", 0.6, "youden", sensitivity=0.9, specificity=0.8, n=100),
+              OperatingPoint("high-sensitivity", 0.2, "sensitivity", 0.95, 0.96, 0.5, 100))
+    meta = CheckpointMeta.from_dict(FORMAT_1).with_changes(
+        calibration=Calibration(temperatures=(1.7,), n=100, nll_before=0.4, nll_after=0.3),
+        operating_points=points, default_operating_point="balanced", decision_threshold=0.6)
+    stored = meta.to_dict()
+    buffer = io.BytesIO()
+    torch.save(stored, buffer)
+    buffer.seek(0)
+    again = CheckpointMeta.from_dict(torch.load(buffer, weights_only=True))
+    assert again == meta and again.calibration.temperatures == (1.7,)
+    assert again.operating_point("high-sensitivity").target == 0.95
+    with pytest.raises(CheckpointError, match="default operating point"):
+        meta.with_changes(default_operating_point="nope")
+    with pytest.raises(CheckpointError, match="positive"):
+        Calibration(temperatures=(0.0,))
+
+
 def test_round_trip_keeps_every_field() -> None:
     meta = CheckpointMeta.from_dict(FORMAT_1).with_changes(title="Kermany", version="v2",
                                                            extensions={"calibration": {"temperature": 1.3}})

@@ -100,6 +100,14 @@ def test_evaluate_on_other_data_with_split_all(trained, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--split all" in result.output
 
 
+def _probability_columns(path: Path) -> np.ndarray:
+    """The p_<class> columns of an evaluation's predictions.csv, found by their names."""
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    names = [k for k in rows[0] if k.startswith("p_")]
+    return np.array([[float(r[k]) for k in names] for r in rows])
+
+
 def test_evaluate_an_ensemble_with_tta(trained, tmp_path: Path) -> None:
     data, run = trained
     twin, stranger = tmp_path / "twin", tmp_path / "stranger"
@@ -109,14 +117,13 @@ def test_evaluate_an_ensemble_with_tta(trained, tmp_path: Path) -> None:
     single = {}
     for r in (run, twin):
         assert invoke("evaluate", r, "--output", tmp_path / f"e_{r.name}", "--bootstrap", "20").exit_code == 0
-        single[r.name] = np.loadtxt(tmp_path / f"e_{r.name}" / "predictions.csv", delimiter=",", skiprows=1,
-                                    usecols=(5, 6))
+        single[r.name] = _probability_columns(tmp_path / f"e_{r.name}" / "predictions.csv")
     result = invoke("evaluate", run, twin, "--output", tmp_path / "ens", "--bootstrap", "20")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "ens" / "metrics.json").read_text())
     assert metrics["ensemble"]["threshold_source"] == "validation (Youden's J) of the averaged output, at evaluation"
     assert len(metrics["ensemble"]["checkpoints"]) == 2 and metrics["ensemble"]["tta"] is None
-    probs = np.loadtxt(tmp_path / "ens" / "predictions.csv", delimiter=",", skiprows=1, usecols=(5, 6))
+    probs = _probability_columns(tmp_path / "ens" / "predictions.csv")
     assert np.allclose(probs, (single["run"] + single["twin"]) / 2, atol=2e-6)
     result = invoke("evaluate", run, "--tta", "--output", tmp_path / "tta", "--bootstrap", "20")
     assert result.exit_code == 0 and "TTA flip" in result.output
@@ -135,7 +142,8 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     result = invoke("predict", run, data / "pneumonia", dcm, bad, "--output", out, "--threshold", "0.5")
     assert result.exit_code == 0, result.output
     lines = out.read_text().strip().splitlines()
-    assert lines[0] == "file,prediction,probability,threshold,assessed,reason,p_normal,p_pneumonia,error"
+    assert lines[0] == ("file,prediction,probability,threshold,operating_point,assessed,reason,uncertain,"
+                        "uncertain_reason,p_normal,p_pneumonia,error")
     assert len(lines) == 1 + 40 + 2
     bad_row = next(row for row in csv.DictReader(lines) if "bad.png" in row["file"])
     assert bad_row["prediction"] == "" and "PNG" in bad_row["error"]
@@ -146,6 +154,52 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     assert row["p_normal"] + row["p_pneumonia"] == pytest.approx(1.0, abs=1e-5)
     only_bad = invoke("predict", run, bad)
     assert only_bad.exit_code == 1
+
+
+def test_calibrate_then_predict_and_evaluate_at_a_named_operating_point(trained, tmp_path: Path) -> None:
+    """cadx calibrate writes a temperature and three operating points into the checkpoint; predict and evaluate
+    decide at the one named, say so, and flag uncertain answers; evaluate reports ECE/Brier/NLL before and after."""
+    import shutil
+
+    data, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    result = invoke("calibrate", copy, "--data", data, "--split", "all", "--target-sensitivity", "0.9")
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 80" in " ".join(result.output.split())
+    meta = read_meta(copy / "best.ckpt")
+    assert meta.calibration is not None and len(meta.calibration.temperatures) == 1
+    assert [p.name for p in meta.operating_points] == ["balanced", "high-sensitivity", "high-specificity"]
+    assert meta.operating_point("high-sensitivity").target == 0.9 and meta.default_operating_point == "balanced"
+    assert meta.decision_threshold == meta.operating_point("balanced").threshold
+    out = tmp_path / "pred.json"
+    result = invoke("predict", copy, data / "pneumonia", "--output", out, "--operating-point", "high-sensitivity")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    sensitive = meta.operating_point("high-sensitivity").threshold
+    assert all(r["operating_point"] == "high-sensitivity" and r["threshold"] == pytest.approx(sensitive)
+               for r in rows)
+    for r in rows:
+        near = abs(r["p_pneumonia"] - sensitive) < 0.1
+        assert r["uncertain"] == bool(r["uncertain_reason"]) and (not near or r["uncertain"])
+    custom = json.loads((invoke("predict", copy, data / "pneumonia", "--output", out, "--threshold", "0.5",
+                                "--no-flip-check"), out.read_text())[1])
+    assert all(r["operating_point"] == "custom" for r in custom)
+    assert "unknown operating point" in invoke("predict", copy, data / "pneumonia", "--operating-point", "x").output
+    result = invoke("evaluate", copy, "--output", tmp_path / "eval", "--bootstrap", "20",
+                    "--operating-point", "high-specificity")
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["operating_point"] == "high-specificity"
+    assert m["threshold"] == pytest.approx(meta.operating_point("high-specificity").threshold)
+    assert m["calibration"]["applied"] and {"ece", "brier", "nll"} <= set(m["calibration"]["uncalibrated"]["ci"])
+    assert [p["name"] for p in m["operating_points"]] == ["balanced", "high-sensitivity", "high-specificity"]
+    assert {"flagged", "unflagged", "share_of_errors_flagged"} <= set(m["uncertainty"])
+    assert m["risk_coverage"]["aurc"] is not None
+    for name in ("reliability.png", "risk_coverage.png"):
+        assert (tmp_path / "eval" / name).exists()
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Calibration" in report and "## Uncertain" in report and "**high-specificity** (decides)" in report
 
 
 def test_predict_names_why_an_image_is_not_assessed(trained, tmp_path: Path) -> None:
@@ -373,3 +427,29 @@ def test_predict_without_a_model_uses_the_shipped_default(trained, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert "shipped chest_xray_pneumonia" in result.output
     assert len(json.loads(out.read_text())) == len(list((data / "normal").glob("*.png"))) + 1
+
+
+def test_export_onnx_then_predict_and_evaluate_on_it(trained, tmp_path: Path) -> None:
+    data, run = trained
+    out = tmp_path / "models" / "demo" / "model.ckpt"
+    result = invoke("export", run, "--output", out, "--onnx")
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.output and (out.parent / "model.verification.json").is_file()
+    images = data / "pneumonia"
+    answers = {}
+    for backend in ("torch", "onnx", "auto"):
+        rows_file = tmp_path / f"{backend}.json"
+        result = invoke("predict", out, images, "--backend", backend, "--output", rows_file)
+        assert result.exit_code == 0, result.output
+        rows = json.loads(rows_file.read_text())
+        want = "onnx" if backend == "auto" else backend
+        assert {r["backend"] for r in rows} == {want} and f"backend {want}" in result.output
+        answers[backend] = np.array([r["p_pneumonia"] for r in rows])
+    np.testing.assert_allclose(answers["onnx"], answers["torch"], atol=1e-4)
+    result = invoke("predict", out, images, "--backend", "onnx-int8")
+    assert result.exit_code == 2 and "no verified model.int8.onnx" in result.output
+    result = invoke("evaluate", out, "--backend", "onnx", "--output", tmp_path / "ev", "--bootstrap", "20")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["backend"] == "onnx"
+    result = invoke("export", run, "--int8")
+    assert result.exit_code == 2 and "--int8 and --calibration-data need --onnx" in result.output

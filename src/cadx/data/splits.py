@@ -1,7 +1,8 @@
 """Seeded, stratified, patient-grouped train/val/test splits that can be written down and replayed.
 
-Images of one patient (or byte-identical copies of one image) always land in the same split: otherwise the
-network is validated on near-copies of its training data and the numbers lie.
+Images of one patient, byte-identical copies and near-duplicates (thumbnail correlation, see ``near_duplicates``)
+always land in the same split: otherwise the network is validated on near-copies of its training data and the
+numbers lie. Splits the data itself gives are kept, and the copies they put in two splits are warned about.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from cadx.data.near_duplicates import DEFAULT_MIN_CORRELATION, connected_groups, find_near_duplicates
 from cadx.data.sources import DatasetError, DatasetIndex, Record
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
@@ -29,30 +31,19 @@ def content_groups(index: DatasetIndex, records: list[Record]) -> dict[str, list
     return groups
 
 
-def _group_ids(records: list[Record], duplicates: dict[str, list[int]]) -> list[str]:
-    """One group id per record: its patient, merged with every record holding the same bytes."""
-    parent = list(range(len(records)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(a: int, b: int) -> None:
-        parent[find(a)] = find(b)
-
+def _group_ids(records: list[Record], duplicates: dict[str, list[int]],
+               near: list[tuple[int, int, float]] = ()) -> list[str]:
+    """One group id per record: its patient, merged with every record holding the same bytes and with every
+    near-duplicate (transitively: a run of neighbouring slices becomes one group)."""
+    links: list[tuple[int, int]] = []
     by_patient: dict[str, int] = {}
     for i, r in enumerate(records):
         if r.patient is not None:
-            if r.patient in by_patient:
-                union(i, by_patient[r.patient])
-            else:
-                by_patient[r.patient] = i
+            links.append((i, by_patient.setdefault(r.patient, i)))
     for members in duplicates.values():
-        for other in members[1:]:
-            union(members[0], other)
-    return [f"g{find(i)}" for i in range(len(records))]
+        links.extend((members[0], other) for other in members[1:])
+    links.extend((a, b) for a, b, _ in near)
+    return [f"g{root}" for root in connected_groups(len(records), links)]
 
 
 def _stratum(target: int | tuple[int, ...]) -> str:
@@ -94,11 +85,14 @@ def grouped_stratified_split(records: list[Record], group_ids: list[str], fracti
 
 
 def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, float] | None = None,
-                  val_fraction_of_train: float = 0.2,
-                  drop_duplicates: bool = False) -> tuple[dict[str, list[Record]], list[str]]:
+                  val_fraction_of_train: float = 0.2, drop_duplicates: bool = False,
+                  near_duplicates: float | None = DEFAULT_MIN_CORRELATION,
+                  ) -> tuple[dict[str, list[Record]], list[str]]:
     """Return records per split and warnings; keeps explicit splits, carves what is missing.
 
     Byte-identical copies always share a split; ``drop_duplicates`` keeps only the first copy of each.
+    ``near_duplicates`` is the thumbnail correlation from which two images count as near-duplicates and share a
+    split too (``None``: off, only patients and identical bytes group).
     """
     warnings: list[str] = []
     records = index.records
@@ -109,7 +103,8 @@ def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, fl
             warnings.append(f"dropped {len(extra)} byte-identical duplicate image(s) before splitting")
             records = [r for i, r in enumerate(records) if i not in extra]
             duplicates = content_groups(index, records)
-    groups = _group_ids(records, duplicates)
+    near = [] if near_duplicates is None else find_near_duplicates(index, records, near_duplicates)
+    groups = _group_ids(records, duplicates, near)
     if not index.has_explicit_splits():
         names = grouped_stratified_split(records, groups, fractions or DEFAULT_FRACTIONS, seed)
     else:
@@ -123,10 +118,26 @@ def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, fl
             for i, s in zip(train_pos, sub, strict=True):
                 names[i] = s
     warnings.extend(_cross_split_duplicates(records, names, duplicates))
+    if near_duplicates is not None:
+        warnings.extend(_cross_split_near_duplicates(records, names, near, duplicates, near_duplicates))
     split_records: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
     for r, s in zip(records, names, strict=True):
         split_records[s].append(Record(key=r.key, target=r.target, split=s, patient=r.patient))
     return split_records, warnings
+
+
+def split_leak_warnings(index: DatasetIndex, splits: dict[str, list[Record]], *,
+                        near_duplicates: float | None = DEFAULT_MIN_CORRELATION) -> list[str]:
+    """Warnings for byte-identical and near-duplicate images that a given split (a split file, keys replayed
+    from a checkpoint) puts in two splits; ``assign_splits`` reports these itself."""
+    records = [r for recs in splits.values() for r in recs]
+    names = [name for name, recs in splits.items() for _ in recs]
+    duplicates = content_groups(index, records)
+    warnings = _cross_split_duplicates(records, names, duplicates)
+    if near_duplicates is not None:
+        near = find_near_duplicates(index, records, near_duplicates)
+        warnings.extend(_cross_split_near_duplicates(records, names, near, duplicates, near_duplicates))
+    return warnings
 
 
 def _cross_split_duplicates(records: list[Record], names: list[str],
@@ -139,6 +150,25 @@ def _cross_split_duplicates(records: list[Record], names: list[str],
         return []
     head = "; ".join(found[:5]) + (f"; ... and {len(found) - 5} more" if len(found) > 5 else "")
     return [f"{len(found)} byte-identical image(s) appear in more than one split: {head}"]
+
+
+def _cross_split_near_duplicates(records: list[Record], names: list[str], near: list[tuple[int, int, float]],
+                                 duplicates: dict[str, list[int]], min_correlation: float) -> list[str]:
+    """One warning listing the near-duplicate pairs that straddle splits (identical bytes are reported above)."""
+    same_bytes = {i: digest for digest, members in duplicates.items() if len(members) > 1 for i in members}
+    crossing = sorted(((a, b, r) for a, b, r in near if names[a] != names[b]
+                       and (a not in same_bytes or same_bytes.get(a) != same_bytes.get(b))),
+                      key=lambda p: -p[2])
+    if not crossing:
+        return []
+    test_hit = {i for a, b, _ in crossing for i in (a, b) if names[i] == "test"}  # its partner is not in test
+    n_test = sum(1 for s in names if s == "test")
+    listed = "; ".join(f"{records[a].key} ({names[a]}) ~ {records[b].key} ({names[b]}) r={r:.3f}"
+                       for a, b, r in crossing[:10])
+    more = f"; ... and {len(crossing) - 10} more" if len(crossing) > 10 else ""
+    share = f"; {len(test_hit)} of {n_test} test image(s) have one in train or val" if n_test else ""
+    return [f"{len(crossing)} near-duplicate pair(s) (thumbnail correlation >= {min_correlation}) appear in more "
+            f"than one split{share}: {listed}{more}"]
 
 
 def write_split_file(path: Path, splits: dict[str, list[Record]]) -> None:

@@ -111,11 +111,17 @@ class TrainConfig:
                                                           "32-true, bf16-mixed, 16-mixed."))
     accelerator: str = field(default="auto", metadata=_cli("Lightning accelerator: auto, cpu, gpu."))
     num_workers: int = field(default=0, metadata=_cli("DataLoader worker processes.", int))
+    target_sensitivity: float = field(default=0.95, metadata=_cli(
+        "Sensitivity the high-sensitivity operating point must reach on validation (binary tasks).", float))
+    target_specificity: float = field(default=0.95, metadata=_cli(
+        "Specificity the high-specificity operating point must reach on validation (binary tasks).", float))
     val_fraction: float = field(default=0.2, metadata=_cli("Share of train carved out for validation when the data "
                                                            "has train/test but no val.", float))
     drop_duplicates: bool = field(default=False, metadata=_cli(
         "Keep one copy of byte-identical images (copies always share a split anyway).", bool,
         negative="keep-duplicates"))
+    near_duplicates: float = field(default=0.985, metadata=_cli(
+        "Thumbnail correlation from which two images count as near-duplicates and share a split (0: off).", float))
     patient_pattern: str | None = field(default=DEFAULT_PATIENT_PATTERN, metadata=_cli(
         "Regex whose first group is the patient id in file names."))
     window: tuple[float, float] | None = field(default=None, metadata=_cli(
@@ -154,6 +160,11 @@ class TrainConfig:
             problems.append(f"lr must be >= 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("target_sensitivity", "target_specificity"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not (self.near_duplicates == 0 or 0.5 <= self.near_duplicates <= 1.0):
+            problems.append(f"near_duplicates must be 0 (off) or in [0.5, 1], got {self.near_duplicates}")
         if not 0.0 < self.val_fraction < 1.0:
             problems.append(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.early_stopping < 0 or self.num_workers < 0:

@@ -18,13 +18,17 @@ from cadx.data.cache import DecodedImages, decode_records
 from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
 from cadx.data.splits import apply_split_keys
 from cadx.engine.abstention import abstention_summary, selective_view
-from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
-from cadx.engine.decision import Decision, decide_all, resolve_threshold
+from cadx.engine.backends import load_predictor
+from cadx.engine.calibration import paired_calibration_scores, reliability_bins, top_label
+from cadx.engine.checkpoint import LoadedCheckpoint
+from cadx.engine.decision import Decision, decide_all, resolve_operating_point
 from cadx.engine.inference import EnsemblePredictor, Predictor
-from cadx.engine.meta import DEFAULT_THRESHOLD, VALIDATION_SOURCE, CheckpointMeta
+from cadx.engine.meta import DEFAULT_THRESHOLD, VALIDATION_SOURCE, CheckpointMeta, OperatingPoint
 from cadx.engine.metrics import choose_threshold, classification_metrics, multilabel_metrics
-from cadx.engine.plots import plot_confusion_matrix, plot_roc
+from cadx.engine.operating_points import DEFAULT_TARGET, choose_operating_points, operating_point_figures
+from cadx.engine.plots import plot_confusion_matrix, plot_reliability, plot_risk_coverage, plot_roc
 from cadx.engine.report import write_report
+from cadx.engine.uncertainty import risk_coverage, uncertainty_summary
 from cadx.models import count_parameters
 
 SPLITS = ("test", "val", "train", "all")
@@ -95,17 +99,26 @@ def measure_latency(predictor: Predictor, batch_size: int, repeats: int = 30) ->
 
 def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | None = None, *, split: str = "test",
              output: str | Path | None = None, batch_size: int = 64, threshold: float | None = None,
-             n_bootstrap: int = 1000, device: str | None = None, tta: bool = False) -> dict[str, Any]:
+             n_bootstrap: int = 1000, device: str | None = None, tta: bool = False,
+             operating_point: str | None = None, target_sensitivity: float | None = None,
+             target_specificity: float | None = None, flip_check: bool = True,
+             backend: str = "torch") -> dict[str, Any]:
     """One checkpoint, or several averaged (an ensemble), optionally with flip test-time augmentation.
 
     An ensemble or TTA changes the output, so its binary threshold is chosen again by Youden's J on the members'
-    shared validation split, never on the data being evaluated.
+    shared validation split, never on the data being evaluated. ``operating_point``: decide at that stored
+    operating point; ``target_sensitivity``/``target_specificity``: choose the operating points again on the
+    validation split for these targets (reported beside the stored ones' place). ``flip_check``: a second pass on
+    the mirrored images, for the uncertainty flag (not with ``tta``, whose output already averages the mirror).
+    ``backend``: which engine runs each member (``cadx.engine.backends``; ``auto``: its fastest verified copy).
     """
     paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    members = [Predictor(load_checkpoint(p), device) for p in paths]
+    members = [load_predictor(p, backend, device) for p in paths]
     averaged = len(members) > 1 or tta
     predictor = EnsemblePredictor(members, flip=tta) if averaged else members[0]
     ckpt = predictor.checkpoint
+    if averaged and operating_point is not None:
+        raise ValueError("an ensemble or TTA output has no stored operating points; give --threshold instead")
     if averaged and threshold is None and predictor.meta.binary:
         _check_shared_split(members, "val")
     if averaged and data is None and split != "all":
@@ -116,6 +129,9 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     if not decoded.records:
         raise DatasetError(f"{index.source}: none of the {len(records)} images could be read")
     probs, scores = predictor.predict_arrays_scored(decoded.images, batch_size)
+    calibrated = any(m.meta.calibration is not None for m in members)
+    raw = predictor.predict_arrays(decoded.images, batch_size, calibrated=False) if calibrated else probs
+    flipped = predictor.predict_arrays_flipped(decoded.images, batch_size) if flip_check and not tta else None
     reasons = [problem or ood for problem, ood in zip(decoded.problems or [None] * len(probs),
                                                       predictor.ood_reasons(scores, len(probs)), strict=True)]
     y = np.array([r.target for r in decoded.records])
@@ -128,12 +144,26 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
         threshold, given_by = chosen, f"{source} of the averaged output, at evaluation"
     else:
         given_by = "given"
-    t, threshold_source = resolve_threshold(meta, threshold, given_by)
+    t, threshold_source, point_name = resolve_operating_point(meta, threshold, given_by, operating_point)
     # The headline metrics count every image as if it were assessed (comparable with earlier runs and papers);
     # the decisions written per image, and the assessed-only metrics, leave out the images the model declined.
-    as_if_assessed = decide_all(probs, meta, threshold, given_by)
-    decisions = decide_all(probs, meta, threshold, given_by, reasons=reasons)
+    chosen = {"operating_point": operating_point, "flipped": flipped}
+    as_if_assessed = decide_all(probs, meta, threshold, given_by, **chosen)
+    decisions = decide_all(probs, meta, threshold, given_by, reasons=reasons, **chosen)
     metrics = _metrics(y, probs, as_if_assessed, meta, t, n_bootstrap)
+    metrics["operating_point"] = point_name if meta.binary else None
+    metrics.update(_calibration_section(y, raw, probs, members, meta, n_bootstrap))
+    points = _operating_points(predictor, averaged, target_sensitivity, target_specificity, batch_size)
+    if meta.binary and points:
+        default = meta.default_operating_point if not (averaged or target_sensitivity or target_specificity) else None
+        metrics["operating_points"] = operating_point_figures(y, probs, meta.positive_index, points,
+                                                              point_name or default, n_bootstrap=n_bootstrap)
+    correct = _correct(y, _indices(as_if_assessed, meta), meta)
+    metrics["uncertainty"] = uncertainty_summary(correct, decisions, n_bootstrap=n_bootstrap)
+    metrics["uncertainty"]["flip_check"] = flipped is not None
+    if not meta.multilabel:
+        confidence = np.array([p[d.indices[0]] for p, d in zip(probs, as_if_assessed, strict=True)])
+        metrics["risk_coverage"] = risk_coverage(correct, confidence)
     kept = np.array([d.assessed for d in decisions])
     metrics["abstention"] = abstention_summary(decisions)
     metrics["assessed_only"] = (_metrics(y[kept], probs[kept], [d for d in decisions if d.assessed], meta, t,
@@ -147,6 +177,7 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
         "params": sum(count_parameters(m.model) for m in members),
         "latency_ms": measure_latency(predictor, batch_size),
         "model": " + ".join(m.meta.model.name for m in members) + (" (flip TTA)" if tta else ""),
+        "backend": " + ".join(sorted({m.backend for m in members})),
         "checkpoint": str(ckpt.path), "data": str(index.source),
         "split": split, "image_size": predictor.pre.image_size,
         "skipped_files": [{"file": f, "reason": r} for f, r in decoded.skipped],
@@ -158,7 +189,66 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], data: str | Path | N
     out = Path(output) if output else ckpt.path.parent
     out.mkdir(parents=True, exist_ok=True)
     _write_outputs(out, metrics, y, probs, decisions, decoded.records, ckpt)
+    if metrics.get("reliability"):
+        plot_reliability(metrics["reliability"], out / "reliability.png",
+                         f"{metrics['model']} on {split} (n={metrics['n_images']})")
+    if metrics.get("risk_coverage", {}).get("aurc") is not None:
+        plot_risk_coverage(metrics["risk_coverage"], out / "risk_coverage.png")
     return metrics
+
+
+def _correct(y: np.ndarray, pred: np.ndarray, meta: CheckpointMeta) -> np.ndarray:
+    """Per image: the decision is right (multi-label: every label right)."""
+    return np.all(y == pred, axis=1) if meta.multilabel else y == pred
+
+
+def _calibration_section(y: np.ndarray, raw: np.ndarray, probs: np.ndarray, members: list[Predictor],
+                         meta: CheckpointMeta, n_bootstrap: int) -> dict[str, Any]:
+    """ECE, Brier and NLL before and after calibration (paired bootstrap intervals), the calibrated ones also at
+    the top level, and the reliability diagram's bins (top-label; multi-label: every label's p against its
+    presence, pooled)."""
+    multilabel = meta.multilabel
+    scores = paired_calibration_scores(y, {"uncalibrated": raw, "calibrated": probs}, multilabel,
+                                       n_bootstrap=n_bootstrap)
+    fits = [m.meta.calibration for m in members]
+    section: dict[str, Any] = {
+        "calibration": {
+            "applied": any(f is not None for f in fits),
+            "method": "temperature scaling" if any(fits) else None,
+            "temperatures": [list(f.temperatures) if f else None for f in fits],
+            "fitted_on": [f.fitted_on if f else None for f in fits],
+            "bins": 15, "ece_kind": "per label, averaged" if multilabel else "top-label",
+            **scores,
+        },
+        **{k: scores["calibrated"][k] for k in ("ece", "brier", "nll")},
+    }
+
+    def bins(p: np.ndarray) -> dict[str, list]:
+        if multilabel:
+            return reliability_bins(p.ravel(), y.ravel().astype(bool))
+        return reliability_bins(*top_label(y, p))
+
+    section["reliability"] = {"uncalibrated": bins(raw), "calibrated": bins(probs)}
+    return section
+
+
+def _operating_points(predictor: Predictor, averaged: bool, target_sensitivity: float | None,
+                      target_specificity: float | None, batch_size: int) -> tuple[OperatingPoint, ...]:
+    """The stored operating points of a single checkpoint; chosen again on the validation split (calibrated
+    output) when targets are given."""
+    meta = predictor.meta
+    if not meta.binary:
+        return ()
+    if target_sensitivity is None and target_specificity is None:
+        return () if averaged else meta.operating_points
+    index, records = select_records(predictor.checkpoint, None, "val")
+    val = decode_records(index, records, predictor.pre, description="Decoding val images (operating points)")
+    yv = np.array([r.target for r in val.records])
+    if len(np.unique(yv)) < 2:
+        return ()
+    return choose_operating_points(yv, predictor.predict_arrays(val.images, batch_size), meta.positive_index,
+                                   target_sensitivity=target_sensitivity or DEFAULT_TARGET,
+                                   target_specificity=target_specificity or DEFAULT_TARGET)
 
 
 def _indices(decisions: list[Decision], meta: CheckpointMeta) -> np.ndarray:
@@ -219,10 +309,11 @@ def _write_outputs(out: Path, metrics: dict[str, Any], y: np.ndarray, probs: np.
         writer = csv.writer(fh)
         # decision: the finding(s) asserted at the evaluation's threshold, '|'-joined as a manifest writes labels
         # (empty when the image was not assessed; reason says why)
-        writer.writerow(["file", "target", "decision", "assessed", "reason", *[f"p_{c}" for c in classes]])
+        writer.writerow(["file", "target", "decision", "assessed", "reason", "uncertain", "uncertain_reason",
+                         *[f"p_{c}" for c in classes]])
         for r, p, d in zip(records, probs, decisions, strict=True):
             writer.writerow([r.key, target_cell(r.target, classes), d.cell, int(d.assessed), d.reason or "",
-                             *[f"{v:.6f}" for v in p]])
+                             int(d.uncertain), d.uncertain_reason or "", *[f"{v:.6f}" for v in p]])
     if not multilabel:
         cm = np.array(metrics["confusion_matrix"])
         plot_confusion_matrix(cm, classes, out / "confusion_matrix.png",

@@ -40,6 +40,7 @@ from monai.visualize.visualizer import default_upsampler
 from torch import nn
 
 from cadx.data.transforms import to_model_input
+from cadx.engine.calibration import probabilities as calibrated_probabilities
 from cadx.engine.decision import Decision
 from cadx.engine.faithfulness import Curves, deletion_insertion
 from cadx.engine.feature_maps import render_feature_maps, render_overlay
@@ -193,14 +194,8 @@ class Explainer:
         return self._probability_rows(logits[:1].detach())[0].cpu().numpy().astype(np.float32)
 
     def _probability_rows(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, outputs) logits -> (B, K) class probabilities (a single logit expanded to two classes)."""
-        logits = logits.float()
-        if logits.shape[1] == 1:  # single logit: sigmoid, expanded to one value per class name when there are two
-            p = torch.sigmoid(logits)
-            if len(self.classes) != 2:
-                return p
-            return torch.cat([1 - p, p] if self._positive() == 1 else [p, 1 - p], dim=1)
-        return torch.sigmoid(logits) if self.meta.multilabel else torch.softmax(logits, dim=1)
+        """(B, outputs) logits -> (B, K) calibrated class probabilities: the predictor's one function."""
+        return calibrated_probabilities(logits, self.meta)
 
     def class_probability(self, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """Normalised input batch -> probability of class ``index`` per image (for occlusion and faithfulness)."""

@@ -1,4 +1,5 @@
-"""Load a checkpoint once, then turn images into class probabilities: used by predict, evaluate and the server."""
+"""Load a checkpoint once, then turn images into calibrated class probabilities (``cadx.engine.calibration``): used
+by predict, evaluate, the explainer and the server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from cadx.data.quality import quality_problem
 from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_header_if_dicom, read_image
 from cadx.data.transforms import prepare_image, to_model_input
+from cadx.engine.calibration import probabilities as calibrated_probabilities
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.decision import Decision, decide, decide_all
 from cadx.engine.meta import CheckpointMeta
@@ -34,6 +36,8 @@ class FilePrediction:
 
 
 class Predictor:
+    backend = "torch"  # which engine runs the forward pass (``cadx.engine.backends``); outputs name it
+
     def __init__(self, checkpoint: LoadedCheckpoint, device: str | None = None) -> None:
         self.device = pick_device(device)
         self.checkpoint = checkpoint
@@ -75,18 +79,34 @@ class Predictor:
         return torch.as_tensor(batch if isinstance(batch, torch.Tensor) or batch.flags.writeable
                                else np.array(batch)).to(self.device)
 
-    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        scores = torch.sigmoid(logits) if self.meta.multilabel else torch.softmax(logits, dim=1)
-        return scores.float().cpu().numpy()
+    def _probabilities(self, logits: torch.Tensor, calibrated: bool = True) -> np.ndarray:
+        return calibrated_probabilities(logits, self.meta, calibrated=calibrated).cpu().numpy()
 
     @torch.inference_mode()
-    def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        """uint8 (B, C, S, S) -> probabilities (B, K)."""
-        return self._probabilities(self.model(to_model_input(self._tensor(batch), self.pre)))
+    def logits(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 (B, C, S, S) -> the network's raw outputs (B, outputs): what calibration is fitted on."""
+        return self.model(to_model_input(self._tensor(batch), self.pre)).float().cpu().numpy()
 
-    def predict_arrays(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        out = [self.predict_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    def logits_arrays(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        out = [self.logits(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.meta.model.num_classes), dtype=np.float32)
+
+    @torch.inference_mode()
+    def predict_batch(self, batch: np.ndarray | torch.Tensor, calibrated: bool = True) -> np.ndarray:
+        """uint8 (B, C, S, S) -> probabilities (B, K), after the checkpoint's calibration unless ``calibrated`` is
+        False."""
+        return self._probabilities(self.model(to_model_input(self._tensor(batch), self.pre)), calibrated)
+
+    def predict_arrays(self, images: np.ndarray, batch_size: int = 64, calibrated: bool = True) -> np.ndarray:
+        out = [self.predict_batch(images[i:i + batch_size], calibrated) for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    def predict_flipped(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Calibrated probabilities of the horizontally mirrored images (the flip check: a second forward pass)."""
+        return self.predict_batch(mirror(batch))
+
+    def predict_arrays_flipped(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return self.predict_arrays(mirror(images), batch_size)
 
     @torch.inference_mode()
     def logits_and_features(self, batch: np.ndarray | torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -125,10 +145,13 @@ class Predictor:
         return self.ood_reasons(scores, 1)[0]
 
     def predict_files(self, files: Iterable[Path], batch_size: int = 32, frame: int | None = None,
-                      threshold: float | None = None) -> Iterator[FilePrediction]:
-        """Each file's probabilities and decision (at ``threshold``, else the model's; not assessed, with the
-        reason, when the image cannot be judged); unreadable files come back with their error and the others still
-        run."""
+                      threshold: float | None = None, *, operating_point: str | None = None,
+                      flip_check: bool = False) -> Iterator[FilePrediction]:
+        """Each file's probabilities and decision (at ``threshold``, else the named ``operating_point``'s, else the
+        model's; not assessed, with the reason, when the image cannot be judged; ``flip_check``: a second forward
+        pass on the mirrored images, whose disagreement makes the answer uncertain); unreadable files come back
+        with their error and the others still run."""
+        options = {"operating_point": operating_point, "flip_check": flip_check}
         pending: list[tuple[str, np.ndarray, str | None]] = []
         for file in files:
             try:
@@ -138,26 +161,32 @@ class Predictor:
                 yield FilePrediction(str(file), None, error=exc.reason)
                 continue
             if len(pending) == batch_size:
-                yield from self._flush(pending, threshold)
+                yield from self._flush(pending, threshold, **options)
                 pending = []
-        yield from self._flush(pending, threshold)
+        yield from self._flush(pending, threshold, **options)
 
-    def _flush(self, pending: list[tuple[str, np.ndarray, str | None]],
-               threshold: float | None) -> Iterator[FilePrediction]:
+    def _flush(self, pending: list[tuple[str, np.ndarray, str | None]], threshold: float | None, *,
+               operating_point: str | None, flip_check: bool) -> Iterator[FilePrediction]:
         if not pending:
             return
-        probs, scores = self.predict_scored(np.stack([img for _, img, _ in pending]))
+        batch = np.stack([img for _, img, _ in pending])
+        probs, scores = self.predict_scored(batch)
         reasons = [problem or ood for (_, _, problem), ood in zip(pending, self.ood_reasons(scores, len(pending)),
                                                                    strict=True)]
-        decisions = decide_all(probs, self.meta, threshold, reasons=reasons)
+        flipped = self.predict_flipped(batch) if flip_check else None
+        decisions = decide_all(probs, self.meta, threshold, reasons=reasons, operating_point=operating_point,
+                               flipped=flipped)
         for (name, _, _), p, d in zip(pending, probs, decisions, strict=True):
             yield FilePrediction(name, p, d)
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None,
-               reason: str | None = None) -> Decision:
+               reason: str | None = None, *, operating_point: str | None = None,
+               flipped: np.ndarray | None = None) -> Decision:
         """This model's decision for one image's probabilities (``cadx.engine.decision``); ``reason``: why the
-        image is not assessed (``assess``), if it is not."""
-        return decide(probabilities, self.meta, threshold, reason=reason)
+        image is not assessed (``assess``), if it is not; ``flipped``: the mirrored image's probabilities
+        (``predict_flipped``), when the flip check ran."""
+        return decide(probabilities, self.meta, threshold, reason=reason, operating_point=operating_point,
+                      flipped=flipped)
 
 
 class EnsemblePredictor(Predictor):
@@ -181,16 +210,20 @@ class EnsemblePredictor(Predictor):
         self.flip = flip
 
     @torch.inference_mode()
-    def predict_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        views = [batch]
-        if self.flip:
-            views.append(batch.flip(-1) if isinstance(batch, torch.Tensor) else np.ascontiguousarray(batch[..., ::-1]))
-        return np.mean([member.predict_batch(v) for member in self.members for v in views], axis=0)
+    def predict_batch(self, batch: np.ndarray | torch.Tensor, calibrated: bool = True) -> np.ndarray:
+        """The mean of the members' (each calibrated unless ``calibrated`` is False) probabilities."""
+        views = [batch, mirror(batch)] if self.flip else [batch]
+        return np.mean([member.predict_batch(v, calibrated) for member in self.members for v in views], axis=0)
 
     def predict_scored(self, batch: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """The averaged probabilities; the out-of-distribution score of the first member (it sees the same image)."""
         _, scores = self.members[0].predict_scored(batch)
         return self.predict_batch(batch), scores
+
+
+def mirror(batch: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Images (..., H, W) mirrored left-right (the flip of flip-TTA and of the flip check)."""
+    return batch.flip(-1) if isinstance(batch, torch.Tensor) else np.ascontiguousarray(batch[..., ::-1])
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:

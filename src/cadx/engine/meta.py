@@ -2,8 +2,9 @@
 
 Every consumer (predictor, explainer, evaluation, server, export) reads a :class:`CheckpointMeta`; nothing reads
 the checkpoint's dictionary itself. Older checkpoints load through :func:`migrate`, the only place that knows
-earlier formats. Fields the next features add (calibration, operating points, out-of-distribution statistics)
-go into ``extensions`` until they earn a typed field; unknown keys survive a round trip there.
+earlier formats. Calibration (:class:`Calibration`) and the named operating points (:class:`OperatingPoint`) are
+typed fields; fields later features add go into ``extensions`` until they earn one; unknown keys survive a round
+trip there.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from cadx.data.transforms import Preprocessing
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DEFAULT_THRESHOLD = 0.5  # the binary/multi-label cut of a checkpoint that never had one chosen on validation
 VALIDATION_SOURCE = "validation (Youden's J)"  # a threshold chosen on the model's validation split
 Task = Literal["multiclass", "multilabel"]
@@ -49,6 +50,70 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling (Guo et al. 2017) fitted on the model's validation split: logits / T before the softmax
+    (or each label's sigmoid, one T per label, for multi-label). ``nll_*``/``ece_*``: on the fitting images."""
+
+    temperatures: tuple[float, ...]  # one value (softmax, single logit), or one per label (multi-label)
+    method: str = "temperature"
+    fitted_on: str = "validation"
+    n: int = 0
+    nll_before: float | None = None
+    nll_after: float | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperatures or not all(t > 0 and t == t for t in self.temperatures):
+            raise CheckpointError(f"calibration temperatures must be positive, got {self.temperatures}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Calibration:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["temperatures"] = tuple(float(t) for t in raw["temperatures"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A named binary decision threshold chosen on validation: ``balanced`` (Youden's J), ``high-sensitivity``
+    (the highest threshold whose validation sensitivity >= target, and never above the balanced one) or
+    ``high-specificity`` (the lowest whose validation specificity >= target, never below the balanced one), with the
+    validation sensitivity/specificity it reached on ``n`` images."""
+
+    name: str
+    threshold: float
+    criterion: str  # youden | sensitivity | specificity
+    target: float | None = None
+    sensitivity: float | None = None  # on validation
+    specificity: float | None = None  # on validation
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise CheckpointError(f"operating point {self.name!r}: threshold {self.threshold} is outside [0, 1]")
+
+    @property
+    def source(self) -> str:
+        """Where the threshold came from, as ``threshold_source`` says it (the name travels in the Decision)."""
+        if self.criterion == "youden":
+            return VALIDATION_SOURCE
+        return f"validation ({self.criterion} >= {self.target:g})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> OperatingPoint:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass(frozen=True)
 class CheckpointMeta:
     model: ModelSpec
     classes: tuple[str, ...]
@@ -65,6 +130,9 @@ class CheckpointMeta:
     config: Mapping[str, Any] = field(default_factory=dict)  # the TrainConfig as trained (TrainConfig.to_dict())
     # The fitted out-of-distribution score (``cadx.engine.ood.OodModel.to_dict()``; arrays as tensors), or None.
     ood: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    calibration: Calibration | None = None  # None: probabilities as the network gives them (identity)
+    operating_points: tuple[OperatingPoint, ...] = ()  # binary tasks; decision_threshold is the default one's
+    default_operating_point: str | None = None  # the name of the one decision_threshold comes from, if any
     extensions: Mapping[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
 
@@ -78,6 +146,21 @@ class CheckpointMeta:
             raise CheckpointError(f"positive_index {self.positive_index} needs a two-class single-label task")
         if not 0.0 <= self.decision_threshold <= 1.0:
             raise CheckpointError(f"decision threshold {self.decision_threshold} is outside [0, 1]")
+        names = [p.name for p in self.operating_points]
+        if self.default_operating_point is not None and self.default_operating_point not in names:
+            raise CheckpointError(f"default operating point {self.default_operating_point!r} is not among {names}")
+        if self.calibration is not None:
+            labels = len(self.classes) if self.multilabel else 1
+            if len(self.calibration.temperatures) not in (1, labels):
+                raise CheckpointError(f"{len(self.calibration.temperatures)} temperatures for {labels} label(s)")
+
+    def operating_point(self, name: str) -> OperatingPoint:
+        """The stored operating point of that name (ValueError listing the names)."""
+        for point in self.operating_points:
+            if point.name == name:
+                return point
+        known = ", ".join(p.name for p in self.operating_points) or "none stored; run cadx calibrate"
+        raise ValueError(f"unknown operating point {name!r} (this model has: {known})")
 
     @property
     def binary_candidate(self) -> bool:
@@ -110,6 +193,9 @@ class CheckpointMeta:
             "provenance": {f.name: getattr(self.provenance, f.name) for f in fields(Provenance)},
             "config": dict(self.config),
             "ood": dict(self.ood) if self.ood is not None else None,
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
+            "operating_points": [p.to_dict() for p in self.operating_points],
+            "default_operating_point": self.default_operating_point,
             "extensions": dict(self.extensions),
         }
 
@@ -133,6 +219,9 @@ class CheckpointMeta:
                 provenance=Provenance(**{f.name: (data.get("provenance") or {}).get(f.name)
                                          for f in fields(Provenance)}),
                 config=dict(data.get("config") or {}), ood=data.get("ood"),
+                calibration=Calibration.from_dict(data["calibration"]) if data.get("calibration") else None,
+                operating_points=tuple(OperatingPoint.from_dict(p) for p in data.get("operating_points") or ()),
+                default_operating_point=data.get("default_operating_point"),
                 extensions=dict(data.get("extensions") or {}),
             )
         except (KeyError, TypeError) as exc:
@@ -155,8 +244,10 @@ def new_meta(model: str, classes: Sequence[str], preprocessing: Preprocessing, *
 def migrate(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Stored metadata of any known format -> the current format's dictionary. The one place older formats live.
 
-    Format 1 (cadx 0.1.0, the shipped models among them): a scalar mean/std, ``cadx_version`` and ``data`` at the
-    top level, no ``threshold_source``; a binary model's threshold was always chosen on validation at training.
+    Format 1 (cadx 0.1.0): a scalar mean/std, ``cadx_version`` and ``data`` at the top level, no
+    ``threshold_source``; a binary model's threshold was always chosen on validation at training.
+    Format 2: no calibration (identity: probabilities as the network gives them) and no named operating points
+    (the one threshold stays ``decision_threshold``).
     """
     data = dict(raw)
     version = int(data.get("format", 1))
@@ -175,5 +266,10 @@ def migrate(raw: Mapping[str, Any]) -> dict[str, Any]:
         data = {k: v for k, v in data.items() if k in known}
         if data.get("positive_index") is not None:  # format 1 training always chose it on validation
             data["threshold_source"] = VALIDATION_SOURCE
-        data["format"] = FORMAT_VERSION
+        version = 2
+    if version == 2:
+        data.setdefault("calibration", None)
+        data.setdefault("operating_points", [])
+        data.setdefault("default_operating_point", None)
+    data["format"] = FORMAT_VERSION
     return data

@@ -1,4 +1,5 @@
-"""Figures a reader of a run expects: training curves, confusion matrix, ROC curves."""
+"""Figures a reader of a run expects: training curves, confusion matrix, ROC curves, reliability diagram,
+risk-coverage curve."""
 
 from __future__ import annotations
 
@@ -57,6 +58,42 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path
            title="ROC", xlim=(0, 1), ylim=(0, 1.01))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_reliability(bins: dict[str, dict[str, list]], path: Path, title: str = "") -> None:
+    """Reliability diagram: observed accuracy against mean confidence per equal-width bin, for each probability set
+    (``bins``: name -> ``cadx.engine.calibration.reliability_bins``), with the images per bin below."""
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
+    first = next(iter(bins.values()))
+    edges = np.array(first["edges"])
+    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    for k, (name, b) in enumerate(bins.items()):
+        conf = [c for c in b["confidence"] if c is not None]
+        acc = [a for a in b["accuracy"] if a is not None]
+        ax.plot(conf, acc, marker="o", label=name)
+        offset = (k - (len(bins) - 1) / 2) * width / len(bins)
+        ax_n.bar(centres + offset, b["count"], width=width / len(bins), label=name)
+    ax.set(ylabel="observed frequency (accuracy)", xlim=(0, 1), ylim=(0, 1.01), title=title or "Reliability")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax_n.set(xlabel="confidence (probability)", ylabel="images", yscale="log")
+    ax_n.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_risk_coverage(curve: dict, path: Path) -> None:
+    """Risk (error rate of the kept images) against coverage, the most confident kept first, with AURC."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(curve["coverage"], curve["risk"], label=f"AURC {curve['aurc']:.4f} (optimal {curve['optimal_aurc']:.4f})")
+    ax.set(xlabel="coverage (share of images kept)", ylabel="risk (error rate)", xlim=(0, 1), title="Risk-coverage")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -22,14 +22,15 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from cadx import __version__
 from cadx.data.cache import DecodedImages, decode_records
 from cadx.data.sources import DatasetError, DatasetIndex, Record, load_index
-from cadx.data.splits import assign_splits, read_split_file, write_split_file
+from cadx.data.splits import assign_splits, read_split_file, split_leak_warnings, write_split_file
 from cadx.data.transforms import Preprocessing
 from cadx.engine.abstention import MIN_VALIDATION_IMAGES, fit_predictor_ood
+from cadx.engine.calibrate import fit_on_validation
 from cadx.engine.callbacks import EpochLog, logged_seconds, read_epoch_log
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint, update_meta
 from cadx.engine.config import TrainConfig
 from cadx.engine.datamodule import ImageDataModule
-from cadx.engine.evaluation import select_records, validation_threshold
+from cadx.engine.evaluation import select_records
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
 from cadx.engine.meta import CheckpointMeta, Provenance, new_meta
@@ -60,11 +61,13 @@ class TrainResult:
 
 def prepare_splits(index: DatasetIndex, config: TrainConfig,
                    split_file: Path | None) -> tuple[dict[str, list[Record]], list[str]]:
+    near = config.near_duplicates or None
     if split_file is not None:
-        return read_split_file(split_file, index), []
+        splits = read_split_file(split_file, index)
+        return splits, split_leak_warnings(index, splits, near_duplicates=near)
     split_seed = config.seed if config.split_seed is None else config.split_seed
     return assign_splits(index, seed=split_seed, val_fraction_of_train=config.val_fraction,
-                         drop_duplicates=config.drop_duplicates)
+                         drop_duplicates=config.drop_duplicates, near_duplicates=near)
 
 
 def resolve_preprocessing(config: TrainConfig) -> Preprocessing:
@@ -168,15 +171,18 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
     if best_path != output / "best.ckpt":
         shutil.copyfile(best_path, output / "best.ckpt")
         best_path = output / "best.ckpt"
-    # The operating point and the out-of-distribution score are fitted after training, on the model's own
-    # splits (the threshold and the score's limit on validation), by the functions evaluation and fit-ood use too.
+    # Calibration, the operating points and the out-of-distribution score are fitted after training, on the
+    # model's own splits (temperature, thresholds and the score's limit on validation; the thresholds on the
+    # calibrated probabilities), by the functions cadx calibrate and fit-ood use too.
     trained = Predictor(load_checkpoint(best_path))
-    threshold, source = validation_threshold(trained, decoded["val"])
+    fitted = fit_on_validation(trained, decoded["val"], target_sensitivity=config.target_sensitivity,
+                               target_specificity=config.target_specificity)
+    changes = fitted.changes(trained.meta)
+    threshold = changes.get("decision_threshold", trained.meta.decision_threshold)
     ood = fit_predictor_ood(trained, decoded["train"], decoded["val"], seed=config.seed)
     for ckpt in (best_path, last):
         if ckpt.exists():
-            update_meta(ckpt, decision_threshold=threshold, threshold_source=source,
-                        ood=ood.to_dict() if ood is not None else None)
+            update_meta(ckpt, **changes, ood=ood.to_dict() if ood is not None else None)
     rows = read_epoch_log(epoch_log) if epoch_log.exists() else []
     if rows:
         plot_training_curves(rows, output / "curves.png")
@@ -189,6 +195,8 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
         {"method": ood.method, "threshold": ood.threshold, "keep": ood.keep, **ood.fitted} if ood is not None else
         f"not fitted: {len(decoded['val'].records)} validation images, fewer than the {MIN_VALIDATION_IMAGES} a "
         f"{100 * DEFAULT_KEEP:g} % limit needs; images are still checked for quality and scope")
+    summary["calibration"] = fitted.calibration.to_dict() if fitted.calibration else "; ".join(fitted.notes)
+    summary["operating_points"] = [p.to_dict() for p in fitted.operating_points]
     summary["earlier_sessions_seconds"] = round(earlier_seconds, 1)
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     shutil.rmtree(output / ".cache", ignore_errors=True)

@@ -1,5 +1,5 @@
-"""The image commands of ``cadx``: models, train, evaluate, predict, compare, export. Thin: each parses its
-options, calls the engine and prints; ``cadx.interfaces.cli`` puts them on the app."""
+"""The image commands of ``cadx``: models, train, evaluate, predict, compare, export, fit-ood, calibrate. Thin:
+each parses its options, calls the engine and prints; ``cadx.interfaces.cli`` puts them on the app."""
 
 from __future__ import annotations
 
@@ -111,6 +111,15 @@ def evaluate_command(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % CIs.")] = 1000,
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Test-time augmentation: average each image with "
                                                              "its horizontal mirror.")] = False,
+    operating_point: Annotated[str | None, typer.Option(help="Decide at this stored operating point (balanced, "
+                                                             "high-sensitivity, high-specificity).")] = None,
+    target_sensitivity: Annotated[float | None, typer.Option(help="Choose the operating points again on the "
+                                                                  "validation split for this sensitivity.")] = None,
+    target_specificity: Annotated[float | None, typer.Option(help="... and for this specificity.")] = None,
+    flip_check: Annotated[bool, typer.Option("--flip-check/--no-flip-check", help="Flag an image uncertain when "
+                                             "its mirror is decided otherwise (a second forward pass).")] = True,
+    backend: Annotated[str, typer.Option(help="auto (the fastest verified copy: onnx-int8, onnx, else torch), "
+                                              "torch, onnx or onnx-int8.")] = "auto",
 ) -> None:
     """Metrics with 95 % CIs, confusion matrix, ROC curves and timing: metrics.json, report.md, PNGs.
 
@@ -119,7 +128,9 @@ def evaluate_command(
     from cadx.engine.evaluation import evaluate
 
     m = evaluate(checkpoint, data, split=split, output=output, batch_size=batch_size, threshold=threshold,
-                 n_bootstrap=bootstrap, tta=tta)
+                 n_bootstrap=bootstrap, tta=tta, operating_point=operating_point,
+                 target_sensitivity=target_sensitivity, target_specificity=target_specificity, flip_check=flip_check,
+                 backend=backend)
     table = Table(title=f"{m['model']} on {m['split']} ({m['n_images']} images, {m['average']})")
     table.add_column("metric")
     table.add_column("value")
@@ -127,10 +138,26 @@ def evaluate_command(
     for key in ("accuracy", "precision", "recall", "specificity", "f1", "auc"):
         ci = m["ci"].get(key)
         table.add_row(key, f"{m[key]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    cal = m["calibration"]
+    for key in ("ece", "brier", "nll"):
+        for name in ("uncalibrated", "calibrated") if cal["applied"] else ("uncalibrated",):
+            ci = cal[name]["ci"][key]
+            table.add_row(f"{key} ({name})", f"{cal[name][key]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
     console.print(table)
+    for p in m.get("operating_points") or []:
+        console.print(f"operating point {p['name']}{' (decides)' if p['default'] else ''}: threshold "
+                      f"{p['threshold']:.3f}, sensitivity {p['sensitivity']:.3f}, specificity {p['specificity']:.3f} "
+                      f"(validation {p['validation']['sensitivity']:.3f} / {p['validation']['specificity']:.3f})",
+                      highlight=False)
+    u = m["uncertainty"]
+    if u["n_assessed"]:
+        acc = lambda g: "n/a" if g["accuracy"] is None else f"{g['accuracy']:.3f}"  # noqa: E731
+        console.print(f"uncertain - review: {u['flagged']['n']} of {u['n_assessed']} images, accuracy "
+                      f"{acc(u['flagged'])} (others {acc(u['unflagged'])}); AURC "
+                      f"{m.get('risk_coverage', {}).get('aurc') or float('nan'):.4f}", highlight=False)
     lat = m["latency_ms"]["batch_1"]
     console.print(f"{m['params'] / 1e6:.2f} M parameters; {lat['mean']:.2f} ms/image at batch 1 "
-                  f"({m['latency_ms']['device']})")
+                  f"({m['latency_ms']['device']}, backend {m['backend']})")
     declined = m["abstention"]
     if declined["n"]:
         reasons = ", ".join(f"{k} {v}" for k, v in declined["by_reason"].items())
@@ -143,7 +170,8 @@ def evaluate_command(
         cut = f"; threshold {m['threshold']:.3f} ({ens['threshold_source']})" if m.get("threshold") is not None else ""
         console.print(f"averaged {len(ens['checkpoints'])} checkpoint(s), TTA {ens['tta'] or 'off'}{cut}")
     out = output or Path(m["checkpoint"]).parent
-    console.print(f"results in [bold]{out}[/] (metrics.json, report.md, confusion_matrix.png, roc.png)")
+    console.print(f"results in [bold]{out}[/] (metrics.json, report.md, confusion_matrix.png, roc.png, "
+                  "reliability.png, risk_coverage.png)")
 
 
 @user_errors
@@ -157,11 +185,21 @@ def predict_command(
     output: Annotated[Path | None, typer.Option(help="Write results to FILE.csv or FILE.json.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     frame: Annotated[int | None, typer.Option(help="Frame of multi-frame DICOMs (default: the middle one).")] = None,
+    operating_point: Annotated[str | None, typer.Option(help="Decide at this stored operating point (balanced, "
+                                                             "high-sensitivity, high-specificity).")] = None,
+    flip_check: Annotated[bool, typer.Option("--flip-check/--no-flip-check", help="Flag an image uncertain when "
+                                             "its mirror is decided otherwise (a second forward pass per image).")]
+    = True,
+    backend: Annotated[str, typer.Option(help="auto (the fastest verified copy: onnx-int8, onnx, else torch), "
+                                              "torch, onnx or onnx-int8.")] = "auto",
 ) -> None:
     """Classify PNG/JPEG/DICOM images; unreadable files are reported and the rest still run."""
+    import time
+
+    from cadx.engine.backends import load_predictor
     from cadx.engine.catalogue import DEFAULT_MODEL, models_dir, names_a_checkpoint
-    from cadx.engine.decision import resolve_threshold
-    from cadx.engine.inference import Predictor, expand_inputs
+    from cadx.engine.decision import resolve_operating_point
+    from cadx.engine.inference import expand_inputs
 
     paths = list(paths or [])
     if not names_a_checkpoint(checkpoint):  # images only: the shipped default model
@@ -170,18 +208,24 @@ def predict_command(
                       "(paediatric chest X-rays; name another checkpoint first for other images)", highlight=False)
     if not paths:
         raise ValueError("give the image files or folders to classify after the checkpoint")
-    predictor = Predictor.from_checkpoint(checkpoint)
-    resolve_threshold(predictor.meta, threshold)  # a threshold outside [0, 1] fails before any image is read
+    predictor = load_predictor(checkpoint, backend)
+    resolve_operating_point(predictor.meta, threshold, operating_point=operating_point)  # fails before any image
     files = expand_inputs(paths)
     if not files:
         raise ValueError(f"no image files found in {', '.join(map(str, paths))}")
     rows = []
+    started = time.perf_counter()
     with progress_bar() as progress:
         task = progress.add_task("Classifying", total=len(files))
-        for pred in predictor.predict_files(files, batch_size, frame, threshold):
-            rows.append(_prediction_row(pred, predictor.classes))
+        for pred in predictor.predict_files(files, batch_size, frame, threshold, operating_point=operating_point,
+                                            flip_check=flip_check):
+            rows.append({**_prediction_row(pred, predictor.classes), "backend": predictor.backend})
             progress.advance(task)
+    seconds = time.perf_counter() - started
     _print_predictions(rows, predictor.classes)
+    failed = sum(1 for r in rows if r["error"])
+    console.print(f"{len(rows)} image(s), {failed} unreadable, {len(rows) / max(seconds, 1e-9):.1f} images/s "
+                  f"(decode included), backend {predictor.backend}", highlight=False)
     if output:
         _write_predictions(rows, predictor.classes, output)
         console.print(f"written to [bold]{output}[/]")
@@ -212,25 +256,56 @@ def compare_command(
 
 @user_errors
 def export_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Run folder or .ckpt file.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Destination .ckpt (e.g. models/NAME/model.ckpt).")],
+    checkpoint: Annotated[Path, typer.Argument(help="Run folder, .ckpt file or shipped model name.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Destination .ckpt (e.g. "
+                                                "models/NAME/model.ckpt); the ONNX copies go beside it.")] = None,
     category: Annotated[str | None, typer.Option(help="Task group shown by the server, e.g. 'Chest X-ray'.")] = None,
     fp32: Annotated[bool, typer.Option("--fp32", help="Keep float32 weights (default: fp16, half the size).")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx for ONNX Runtime, verified on the "
+                                                      "validation split before it is used.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="With --onnx: also a statically quantised model.int8.onnx, "
+                                                      "calibrated on training images and verified the same way.")]
+    = False,
+    calibration_data: Annotated[Path | None, typer.Option(help="Images to calibrate the int8 ranges on (default: "
+                                                               "a sample of the checkpoint's training split).")]
+    = None,
 ) -> None:
-    """Write a compact checkpoint (weights + metadata, no optimizer state) for shipping or serving."""
+    """Write a compact checkpoint (weights + metadata, no optimizer state) for shipping or serving, and/or its
+    ONNX Runtime copies; a copy that answers differently from the checkpoint on validation is refused."""
     import shutil
 
     from cadx.engine.catalogue import resolve_checkpoint
     from cadx.engine.checkpoint import export_checkpoint
 
+    if (int8 or calibration_data is not None) and not onnx:
+        raise ValueError("--int8 and --calibration-data need --onnx")
+    if output is None and not onnx:
+        raise ValueError("give --output FILE.ckpt for a compact checkpoint, or --onnx for ONNX copies beside it")
     source = resolve_checkpoint(checkpoint)
-    extra = {"category": category} if category else {}
-    dst = export_checkpoint(source, output, half=not fp32, **extra)
-    for candidate in (source.parent / "test" / "metrics.json", source.parent / "metrics.json"):
-        if candidate.exists():
-            shutil.copyfile(candidate, dst.parent / "metrics.json")
-            break
-    console.print(f"exported to [bold]{dst}[/] ({dst.stat().st_size / 1e6:.1f} MB)")
+    target = source
+    if output is not None:
+        extra = {"category": category} if category else {}
+        target = export_checkpoint(source, output, half=not fp32, **extra)
+        for candidate in (source.parent / "test" / "metrics.json", source.parent / "metrics.json"):
+            if candidate.exists() and candidate.resolve() != (target.parent / "metrics.json").resolve():
+                shutil.copyfile(candidate, target.parent / "metrics.json")
+                break
+        console.print(f"exported to [bold]{target}[/] ({target.stat().st_size / 1e6:.1f} MB)")
+    if not onnx:
+        return
+    from cadx.engine.onnx_export import export_checkpoint_copies
+
+    refused = []
+    for path, record in export_checkpoint_copies(target, int8=int8, calibration_data=calibration_data):
+        if record.passed:
+            console.print(f"[bold green]verified[/] {path} ({path.stat().st_size / 1e6:.1f} MB): {record.summary()}",
+                          highlight=False)
+        else:
+            refused.append(path.name)
+            console.print(f"[bold red]refused[/] {path.name} (deleted): {record.summary()}; allowed: "
+                          f"{record.limits}", highlight=False)
+    if refused:
+        raise typer.Exit(1)
 
 
 @user_errors
@@ -252,17 +327,52 @@ def fit_ood_command(
                   f"written to [bold]{path}[/]", highlight=False)
 
 
+@user_errors
+def calibrate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Run folder, .ckpt file or shipped model name.")],
+    data: Annotated[Path | None, typer.Option(help="Other labelled data to fit on (its --split; default: the "
+                                                   "checkpoint's own validation split).")] = None,
+    split: Annotated[str, typer.Option(help="The split of --data to fit on.")] = "val",
+    target_sensitivity: Annotated[float, typer.Option(help="Sensitivity the high-sensitivity operating point must "
+                                                           "reach on validation.")] = 0.95,
+    target_specificity: Annotated[float, typer.Option(help="Specificity the high-specificity operating point must "
+                                                           "reach on validation.")] = 0.95,
+    default: Annotated[str, typer.Option("--operating-point", help="The operating point that decides by default.")]
+    = "balanced",
+) -> None:
+    """Fit temperature scaling and the operating points of an existing checkpoint on its validation split and
+    write them into it (training does this itself since format 3)."""
+    from cadx.engine.calibrate import calibrate_checkpoint
+
+    path, meta, fitted = calibrate_checkpoint(checkpoint, data, split=split, target_sensitivity=target_sensitivity,
+                                              target_specificity=target_specificity, default=default)
+    cal = fitted.calibration
+    temperatures = ", ".join(f"{t:.3f}" for t in cal.temperatures)
+    console.print(f"[bold green]calibrated[/] on {cal.n} {cal.fitted_on} images: temperature "
+                  f"{temperatures}; NLL {cal.nll_before:.4f} -> {cal.nll_after:.4f}, "
+                  f"ECE {cal.ece_before:.4f} -> {cal.ece_after:.4f}", highlight=False)
+    for p in fitted.operating_points:
+        console.print(f"  {p.name}{' (decides)' if p.name == meta.default_operating_point else ''}: threshold "
+                      f"{p.threshold:.3f}, validation sensitivity {p.sensitivity:.3f}, specificity "
+                      f"{p.specificity:.3f}", highlight=False)
+    console.print(f"written to [bold]{path}[/]")
+
+
 def _prediction_row(pred: FilePrediction, classes: list[str]) -> dict[str, Any]:
     """One row of the table, CSV and JSON: the prediction's own decision, never re-derived here."""
     decision = pred.decision
     if pred.probabilities is None or decision is None:
-        return {"file": pred.file, "prediction": None, "assessed": None, "reason": None, "error": pred.error}
+        return {"file": pred.file, "prediction": None, "assessed": None, "reason": None, "uncertain": None,
+                "error": pred.error}
     # The probability beside the decision is the decided class's own (binary: below 0.5 when the threshold is), not
     # the argmax's, so the two columns never disagree; multi-label: the highest decided, empty when none is. An image
     # that was not assessed has no prediction: its probabilities are kept for the record, not as a finding.
     return {"file": pred.file, "prediction": decision.cell if decision.assessed else None,
             "probability": decision.probability, "threshold": decision.threshold,
             "assessed": decision.assessed, "reason": decision.reason or "",
+            "operating_point": decision.operating_point or ("custom" if decision.threshold is not None and
+                                                            decision.assessed else ""),
+            "uncertain": decision.uncertain, "uncertain_reason": decision.uncertain_reason or "",
             **{f"p_{c}": float(p) for c, p in zip(classes, pred.probabilities, strict=True)}, "error": None}
 
 
@@ -274,7 +384,7 @@ def _print_predictions(rows: list[dict[str, Any]], classes: list[str]) -> None:
         if r["assessed"] is False:
             shown, cells = f"not assessed: {r['reason']}", ["" for _ in classes]
         else:
-            shown = r["prediction"] or "-"
+            shown = (r["prediction"] or "-") + (" (uncertain - review)" if r.get("uncertain") else "")
             cells = [f"{r[f'p_{c}']:.3f}" if r["prediction"] is not None else "" for c in classes]
         table.add_row(r["file"], shown, *cells, r["error"] or "")
     console.print(table)
@@ -289,8 +399,8 @@ def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: P
     if output.suffix.lower() == ".json":
         output.write_text(json.dumps(rows, indent=2))
         return
-    fields = ["file", "prediction", "probability", "threshold", "assessed", "reason", *[f"p_{c}" for c in classes],
-              "error"]
+    fields = ["file", "prediction", "probability", "threshold", "operating_point", "assessed", "reason", "uncertain",
+              "uncertain_reason", *[f"p_{c}" for c in classes], "error", "backend"]
     with output.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
