@@ -143,7 +143,7 @@ def test_predict_mixed_inputs_reports_bad_files(trained, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     lines = out.read_text().strip().splitlines()
     assert lines[0] == ("file,prediction,probability,threshold,operating_point,assessed,reason,uncertain,"
-                        "uncertain_reason,p_normal,p_pneumonia,error")
+                        "uncertain_reason,p_normal,p_pneumonia,error,backend")
     assert len(lines) == 1 + 40 + 2
     bad_row = next(row for row in csv.DictReader(lines) if "bad.png" in row["file"])
     assert bad_row["prediction"] == "" and "PNG" in bad_row["error"]
