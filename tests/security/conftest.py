@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from cadx.server.services import auth as auth_service
 from cadx.server.services import sessions as session_service
-from tests.server.conftest import CLINICIAN, Env, make_env
+from tests.server.conftest import CLINICIAN, Env, make_env, models_dir  # noqa: F401 - models_dir is a fixture
 
 __all__ = ["CLINICIAN", "Env", "Clock", "login_page", "token"]
 
@@ -31,6 +31,13 @@ def app_env(tmp_path: Path) -> Iterator[Env]:
 @pytest.fixture(scope="module")
 def shared_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     yield from fresh_env(tmp_path_factory.mktemp("security"))
+
+
+@pytest.fixture(scope="module")
+def model_env(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Env]:  # noqa: F811
+    """An app with the tiny test models, for what needs a real upload (de-identification, audit, limits)."""
+    tmp = tmp_path_factory.mktemp("security-models")
+    yield from make_env("sqlite", f"sqlite:///{tmp / 'cadx.db'}", tmp, models_dir)
 
 
 class Clock:

@@ -16,7 +16,7 @@ from tests.security.conftest import CLINICIAN, Env, app_routes, token
 PUBLIC = {("GET", "/health"), ("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token"), ("GET", "/login"),
           ("POST", "/login"), ("POST", "/logout")}
 PAGES = {("GET", "/"), ("GET", "/history"), ("GET", "/studies/{study_id}"), ("GET", "/docs")}  # → login page
-ADMIN = {("DELETE", "/api/v1/studies/{study_id}"), ("GET", "/api/v1/audit"),
+ADMIN = {("DELETE", "/api/v1/studies/{study_id}"), ("GET", "/api/v1/audit"), ("GET", "/api/v1/audit/export.csv"),
          ("POST", "/api/v1/auth/users/{user_id}/revoke"), ("POST", "/api/v1/auth/unlock")}
 VALUES = {"study_id": "1", "position": "0", "artefact": "image", "user_id": "1"}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    keys: list[str | None] = []  # the Idempotency-Key of each upload the page sends
+    page.on("request", lambda r: keys.append(r.headers.get("idempotency-key"))
+            if r.method == "POST" and r.url.endswith("/api/v1/studies") else None)
     page.goto(f"{url}/")
     assert "/login" in page.url
     page.fill("#username", "admin")
@@ -127,6 +131,7 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
         assert "unreliable: not assessed" in unreliable.locator("summary").inner_text()  # ...and labelled so
         assert card.locator(".model-name").inner_text().startswith("Model: chest_xray_tiny")
     assert "saved" in page.inner_text("#status")
+    assert len(keys) == 1 and re.fullmatch(r"[0-9a-f]{32}", keys[0] or ""), keys  # a retry cannot store a copy
 
     with page.expect_download() as download:
         first.locator(".export").click()

@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.sessions import SessionMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -18,6 +19,7 @@ from cadx import __version__
 from cadx.server.bootstrap import ensure_first_admin
 from cadx.server.context import AppContext
 from cadx.server.db.migrate import upgrade_database
+from cadx.server.db.repository import Repository
 from cadx.server.db.session import make_engine, make_session_factory
 from cadx.server.errors import install_error_handlers
 from cadx.server.middleware import BodyLimit, SecurityHeaders
@@ -25,7 +27,7 @@ from cadx.server.model_store import ModelStore
 from cadx.server.routers import auth, catalogue, health, pages, studies
 from cadx.server.security import TokenCodec
 from cadx.server.settings import Settings
-from cadx.server.storage import StudyStorage
+from cadx.server.storage import StudyStorage, private_dir
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -40,13 +42,13 @@ def create_app(settings: Settings | None = None, *, log_first_admin: bool = True
     The first admin's password is on ``app.state.first_admin_password`` (``cadx serve`` prints it once).
     """
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)  # patient data: owner-only (storage.prepare repeats it for its folders)
     engine = make_engine(settings.database_url)
     upgrade_database(engine)
     session_factory = make_session_factory(engine)
     first_password = ensure_first_admin(session_factory)
     storage = StudyStorage(settings.data_dir)
-    storage.prepare()
+    storage.prepare(known_studies=lambda ids: _known_studies(session_factory, ids))
     secret = settings.signing_key()
     ctx = AppContext(settings=settings, engine=engine, session_factory=session_factory,
                      store=ModelStore(settings.models_dir, settings.device), storage=storage,
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None, *, log_first_admin: bool = True
 
     app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie="cadx_session",
                        max_age=settings.session_minutes * 60, same_site="lax", https_only=settings.secure_cookies)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_files * settings.max_upload_bytes + 2**20)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     if settings.forwarded_allow_ips:  # behind a reverse proxy: the client's address (throttling, audit) from it
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
@@ -82,6 +84,11 @@ def create_app(settings: Settings | None = None, *, log_first_admin: bool = True
     app.mount("/static/docs", StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-static")
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app
+
+
+def _known_studies(session_factory: sessionmaker[Session], ids: list[int]) -> set[int]:
+    with session_factory() as session:
+        return Repository(session).study_ids(ids)
 
 
 def app_from_env() -> FastAPI:

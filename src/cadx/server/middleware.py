@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # No inline scripts or styles on our pages: injected markup could not run even if it got through.
@@ -64,21 +65,38 @@ class SecurityHeaders:
 
 
 class BodyLimit:
-    """Refuse a POST whose declared length exceeds every file at its limit (per-file checks still follow)."""
+    """Refuse a request body larger than ``max_bytes``: at once when its Content-Length says so, else as soon as
+    the bytes received pass it (a chunked upload is stopped there, before more is spooled to disk)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
+    def _message(self) -> str:
+        return f"request body exceeds the limit of {self.max_bytes / 2**20:g} MB"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            length = dict(scope.get("headers", [])).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                body = json.dumps({"detail": f"request body of {int(length)} bytes exceeds the limit of "
-                                             f"{self.max_bytes} bytes", "errors": []}).encode()
-                await send({"type": "http.response.start", "status": 413,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            body = json.dumps({"detail": self._message(), "errors": []}).encode()
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI passes an HTTPException from body parsing through to the one JSON error shape.
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counting_receive, send)

@@ -146,6 +146,8 @@ class AuditOut(BaseModel):
     action: str
     study_id: int | None
     detail: str | None
+    client_address: str | None = Field(None, description="The client's address (the proxy's X-Forwarded-For when "
+                                                         "trusted)")
 
 
 def model_out(entry: ModelEntry, loaded: bool) -> ModelOut:
@@ -212,7 +214,7 @@ def study_summary(study: Study) -> StudySummary:
 
 def audit_out(event: AuditEvent) -> AuditOut:
     return AuditOut(id=event.id, at=event.at, username=event.username, action=event.action,
-                    study_id=event.study_id, detail=event.detail)
+                    study_id=event.study_id, detail=event.detail, client_address=event.client_address)
 
 
 class PasswordChangeIn(BaseModel):

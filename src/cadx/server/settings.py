@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(50.0, gt=0, description="Largest accepted file, per file")
     max_pixels: int = Field(50_000_000, gt=0, description="Largest decoded image (decompression bombs)")
     max_files: int = Field(32, gt=0, description="Files per study")
+    max_request_mb: float = Field(200.0, gt=0, description="Largest request body, counted as it arrives (before "
+                                                          "anything is spooled past it)")
+    max_request_pixels: int = Field(200_000_000, gt=0, description="Decoded pixels per request, all files together")
+    max_request_seconds: float = Field(120.0, gt=0, description="Analysis time per request; files after it are "
+                                                               "refused")
     secret_key: str | None = Field(None, description="Signs cookies and tokens; default: kept in data_dir")
     token_minutes: int = Field(15, gt=0, description="Bearer token lifetime (API clients log in again after it)")
     session_minutes: int = Field(12 * 60, gt=0, description="Login cookie lifetime")
@@ -36,6 +41,10 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.data_dir / 'cadx.db').resolve()}"
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
@@ -9,11 +10,15 @@ from typing import Literal
 from sqlalchemy import exists, func, select, text
 from sqlalchemy.orm import Session, selectinload
 
-from cadx.server.db.orm import AuditEvent, ImageFinding, Study, StudyImage, User
+from cadx.server.db.orm import AuditEvent, IdempotencyKey, ImageFinding, Study, StudyImage, User
 
 # Every action the audit trail records (the /audit filter offers exactly these).
-AuditAction = Literal["create", "view", "export", "delete", "login", "login_failed", "login_locked", "logout",
-                      "password", "revoke", "unlock"]
+# Reads of patient data: "view" (a study), "view_image" (thumbnail, image, heatmap, feature maps), "download" (the
+# stored original), "export" (the PDF report), "search" (the study list filtered by patient), "list" (a page of the
+# unfiltered list: patient ids of up to 100 studies), "audit_view" and "audit_export" (the trail itself).
+AuditAction = Literal["create", "view", "view_image", "download", "export", "search", "list", "delete", "login",
+                      "login_failed", "login_locked", "logout", "password", "revoke", "unlock", "audit_view",
+                      "audit_export"]
 
 
 @dataclass(frozen=True)
@@ -85,15 +90,50 @@ class Repository:
                                     .offset((page - 1) * page_size).limit(page_size)).all()
         return list(rows), total
 
+    def study_ids(self, ids: list[int]) -> set[int]:
+        """Which of ``ids`` are studies (the startup sweep keeps their folders, removes the others)."""
+        found: set[int] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(self.session.scalars(select(Study.id).where(Study.id.in_(chunk))).all())
+        return found
+
+    def idempotent_study(self, user_id: int, key: str) -> int | None:
+        """The study this user's request with ``key`` created, if any."""
+        return self.session.scalar(select(IdempotencyKey.study_id).where(IdempotencyKey.user_id == user_id,
+                                                                         IdempotencyKey.key == key))
+
+    def add_idempotency_key(self, user_id: int, key: str, study_id: int) -> None:
+        self.session.add(IdempotencyKey(user_id=user_id, key=key, study_id=study_id))
+        self.session.flush()
+
     def delete_study(self, study: Study) -> None:
         self.session.delete(study)
         self.session.flush()
 
     # audit ---------------------------------------------------------------------------------------------------
-    def audit(self, user: User | None, action: AuditAction, study_id: int | None, detail: str | None = None) -> None:
+    def audit(self, user: User | None, action: AuditAction, study_id: int | None, detail: str | None = None,
+              address: str | None = None) -> None:
         self.session.add(AuditEvent(user_id=user.id if user else None, username=user.username if user else "-",
-                                    action=action, study_id=study_id, detail=(detail or None) and detail[:255]))
+                                    action=action, study_id=study_id, detail=(detail or None) and detail[:255],
+                                    client_address=(address or None) and address[:64]))
         self.session.flush()
+
+    def iter_audit(self, since: datetime | None = None, until: datetime | None = None,
+                   batch: int = 1000) -> Iterator[AuditEvent]:
+        """Every event in id order (oldest first), fetched in batches: an export never holds the whole trail."""
+        last = 0
+        while True:
+            query = select(AuditEvent).where(AuditEvent.id > last)
+            if since is not None:
+                query = query.where(AuditEvent.at >= since)
+            if until is not None:
+                query = query.where(AuditEvent.at < until)
+            rows = list(self.session.scalars(query.order_by(AuditEvent.id).limit(batch)).all())
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].id
 
     def list_audit(self, study_id: int | None = None, action: str | None = None,
                    limit: int = 200) -> list[AuditEvent]:

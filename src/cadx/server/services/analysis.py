@@ -12,6 +12,7 @@ finding is drawn.
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,11 @@ from cadx.server.model_store import LoadedModel, ModelEntry
 ALLOWED_KINDS = {"png": "PNG", "jpeg": "JPEG", "dicom": "DICOM"}
 DISPLAY_SIDE = 1024
 THUMB_SIDE = 256
-DICOM_FIELDS = ("PatientID", "StudyDate", "Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription")
+# Stored with the image row: only what de-identification keeps as it is (PS3.15 E: Modality and BodyPartExamined
+# are retained). Dates are shifted and descriptions removed in the stored copy, so the database must not keep the
+# originals either. PatientID is not here: the study's one patient id is the typed one (or, when asked for, this
+# header value), kept on the study alone, so history, filter, API and PDF show the same.
+DICOM_FIELDS = ("Modality", "BodyPartExamined")
 
 
 class ImageRejected(Exception):
@@ -52,6 +57,7 @@ class ImageAnalysis:
     dicom: dict[str, str] | None
     warning: str | None  # no longer set: a scope mismatch is now a reason for not assessing (decision.reason)
     files: dict[str, bytes]  # artefact file name -> PNG bytes
+    header_patient_id: str | None = None  # the DICOM PatientID, used only when the clinician asks for it
 
 
 # Only to name what was sent instead, in the error message.
@@ -87,7 +93,7 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         image = predictor.read(path, max_pixels=max_pixels)
     except UnreadableImageError as exc:
         too_big = "pixels" in exc.reason and "limit" in exc.reason
-        raise ImageRejected(exc.reason, status=413 if too_big else 422) from None
+        raise ImageRejected(without_paths(exc.reason, path), status=413 if too_big else 422) from None
     header = read_header_if_dicom(path)
     dicom = {k: header[k] for k in DICOM_FIELDS if header.get(k)}
     problem = predictor.input_problem(path, image, header)
@@ -119,7 +125,18 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         kind=kind, width=int(image.shape[1]), height=int(image.shape[0]),
         probabilities={c: float(p) for c, p in zip(predictor.classes, probabilities, strict=True)},
         decision=decision, target_class=target_class, seconds=seconds, dicom=dicom or None, warning=None,
-        files=files)
+        files=files, header_patient_id=str(header.get("PatientID") or "").strip()[:64] or None)
+
+
+_ABSOLUTE_PATH = re.compile(r"""(?:[A-Za-z]:)?[\\/](?:[^\s'"\\/]+[\\/])+[^\s'"]*""")
+
+
+def without_paths(reason: str, path: Path) -> str:
+    """A decoder's message without any server path: the upload's own path becomes "the file" and any other
+    absolute path "<path>" (the caller names the file by its uploaded name beside the reason)."""
+    for spelled in {str(path), str(path.resolve()), path.as_posix()}:
+        reason = reason.replace(f" '{spelled}'", "").replace(f"'{spelled}'", "the file").replace(spelled, "the file")
+    return _ABSOLUTE_PATH.sub("<path>", reason)
 
 
 def suggest_models(current: ModelEntry, others: Sequence[ModelEntry], header: Mapping[str, object],

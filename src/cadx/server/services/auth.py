@@ -40,18 +40,18 @@ def log_in(repo: Repository, settings: Settings, username: str, password: str, a
     waits = [row.locked_until for key in keys if (row := repo.session.get(LoginThrottle, key)) is not None
              and row.locked_until is not None and row.locked_until > t]
     if waits:
-        repo.audit(None, "login_locked", None, f"user {username[:64]!r} from {address}")
+        repo.audit(None, "login_locked", None, f"user {username[:64]!r} from {address}", address)
         repo.commit()
         raise LoginThrottled(max(1, math.ceil((max(waits) - t).total_seconds())))
     user = authenticate(repo, username, password)
     if user is not None:
         repo.session.execute(delete(LoginThrottle).where(LoginThrottle.key == keys[0]))
-        repo.audit(user, "login", None, f"from {address}")
+        repo.audit(user, "login", None, f"from {address}", address)
         repo.commit()
         return user
     for key in keys:
         _count_failure(repo, settings, key)
-    repo.audit(None, "login_failed", None, f"user {username[:64]!r} from {address}")
+    repo.audit(None, "login_failed", None, f"user {username[:64]!r} from {address}", address)
     repo.commit()
     return None
 

@@ -64,7 +64,8 @@ def _fmt(v: object) -> str:
 
 
 def study_date(study: Study, image: StudyImage) -> str:
-    """The DICOM StudyDate when the file carries one, else the upload date."""
+    """The upload date. A DICOM StudyDate is identifying and is not stored (the de-identified copy holds a shifted
+    one), except in studies stored before de-identification existed."""
     raw = (image.dicom or {}).get("StudyDate", "")
     if len(raw) == 8 and raw.isdigit():
         return f"{raw[:4]}-{raw[4:6]}-{raw[6:]} (DICOM)"
@@ -91,7 +92,7 @@ def render_report(study: Study, storage: StudyStorage, metrics: dict | None, onl
 def _page(study: Study, image: StudyImage, storage: StudyStorage, metrics: dict | None,
           st: dict[str, ParagraphStyle]) -> list:
     e = escape
-    patient = study.patient_id or (image.dicom or {}).get("PatientID") or "not given"
+    patient = study.patient_id or "not given"  # the study's one patient id, as in history, filter and API
     out: list = [Paragraph(f"cadx report: study {study.id}, image {image.position + 1} of {len(study.images)}",
                            st["title"])]
     facts = [("Patient ID", patient), ("Study date", study_date(study, image)),

@@ -123,11 +123,26 @@
     refreshButton();
   }
 
-  function upload(body, onProgress) {
+  // One Idempotency-Key per request content: a resend of the same files and fields after a lost answer (network
+  // error) carries the same key, so the server returns the study it made instead of storing a copy. Any answer
+  // from the server, or any change to what is sent, starts a new key.
+  let batchKey = null, batchFingerprint = null;
+  function keyFor(fingerprint) {
+    if (batchKey === null || fingerprint !== batchFingerprint) {
+      const bytes = crypto.getRandomValues(new Uint8Array(16)); // also on plain http, unlike crypto.randomUUID
+      batchKey = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+      batchFingerprint = fingerprint;
+    }
+    return batchKey;
+  }
+
+  function upload(body, key, onProgress) {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open("POST", "/api/v1/studies");
       xhr.setRequestHeader("X-CSRF-Token", cadx.csrf());
+      // The same key for a resend of the same files: a retry after a lost answer returns the study made, no copy.
+      xhr.setRequestHeader("Idempotency-Key", key);
       xhr.responseType = "json";
       xhr.upload.onprogress = (e) => onProgress(e.loaded, e.total);
       xhr.upload.onload = () => onProgress(null, null);
@@ -150,13 +165,16 @@
       const v = document.getElementById(id).value.trim();
       if (v) body.append(id.replace("-", "_"), v);
     });
+    if (document.getElementById("patient-id-from-header").checked) body.append("patient_id_from_header", "true");
     const batch = files.slice();
     const total = batch.reduce((n, f) => n + f.file.size, 0) || 1;
     batch.forEach((f) => setFileState(f, "waiting", 0, ""));
     setBusy(true);
     statusLine.textContent = "Uploading " + batch.length + " file(s)…";
     try {
-      const { status, body: data } = await upload(body, (loaded, sent) => {
+      const fingerprint = JSON.stringify([...body.entries()].map(([k, v]) =>
+        [k, typeof v === "string" ? v : [v.name, v.size, v.lastModified]]));
+      const { status, body: data } = await upload(body, keyFor(fingerprint), (loaded, sent) => {
         if (loaded === null) {
           batch.forEach((f) => setFileState(f, "analysing…", 1, "busy"));
           statusLine.textContent = "Analysing…";
@@ -170,6 +188,7 @@
           setFileState(f, done >= 1 ? "uploaded" : "uploading " + pct(done), done, "busy");
         });
       });
+      batchKey = null; // answered: a new upload is a new request
       if (status === 201) {
         data.results.forEach((r, i) => {
           const item = batch[i];
