@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
+from cadx.engine.checkpoint import read_meta
 from cadx.server.app import create_app
 from cadx.server.settings import Settings
 from tests.server.images import blank_png, dicom_bytes, png_bytes
@@ -41,11 +42,15 @@ RENDER_BELOW_THRESHOLD = """() => {
   const result = { index: 0, filename: "ct_small.dcm", kind: "dicom", width: 128, height: 128, seconds: 0.1,
     predicted_class: "pneumonia", probability: 0.568, probabilities: { normal: 0.432, pneumonia: 0.568 },
     decision: "normal", decision_classes: ["normal"], explained_class: "normal", thumbnail_url: "", image_url: "",
-    heatmap_url: "", feature_maps_url: null, original_url: "", dicom: null, warning: null, error: null };
+    heatmap_url: "x.png", feature_maps_url: null, original_url: "", dicom: null, warning: null, error: null,
+    uncertain: true, uncertain_reason: "p(pneumonia) 0.568 within 0.1 of the threshold 0.620",
+    explanation: "Layer-CAM at layer2" };
   window.cadx.renderStudy({ id: 0, created_at: new Date().toISOString(), model_title: "m", model_category: "c",
-    threshold: 0.62, report_url: "", results: [result] }, box);
+    threshold: 0.62, operating_point: "balanced", report_url: "", results: [result] }, box);
   const out = { headline: box.querySelector(".prediction").textContent,
     decision: box.querySelector(".decision").textContent,
+    uncertain: box.querySelector(".uncertain").textContent,
+    caption: box.querySelector(".overlay figcaption").textContent,
     top: box.querySelector(".bar-row.top .bar-label").textContent };
   box.remove();
   return out;
@@ -57,7 +62,7 @@ def live(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     tmp = tmp_path_factory.mktemp("browser")
     web = create_app(Settings(data_dir=tmp / "data", models_dir=models_dir, secret_key="browser-test", feature_maps=4))
     with serve(web) as url:
-        yield url, web.state.first_admin_password
+        yield url, web.state.first_admin_password, str(models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +79,8 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path: Path) -> None:  # noqa: ANN001
-    url, password = live
+def test_upload_drop_result_and_report(live: tuple[str, str, str], browser, tmp_path: Path) -> None:  # noqa: ANN001
+    url, password, _models = live
     page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -93,6 +98,17 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     assert page.is_visible("#model-hint") and page.is_disabled("#recognise")
     page.select_option("#model-select", "chest_xray_tiny")
     assert page.input_value("#threshold") != "" and not page.is_visible("#model-hint")
+    # the binary model's operating points are offered by name; the default one is chosen, a typed threshold is custom
+    points = {p.name: p for p in read_meta(Path(_models) / "chest_xray_tiny" / "model.ckpt").operating_points}
+    assert page.is_visible("#operating-point")
+    options = page.eval_on_selector_all("#operating-point option", "os => os.map(o => o.value)")
+    assert options == [*points, ""]  # "" is "custom threshold"
+    assert page.input_value("#threshold") == f"{points[page.input_value('#operating-point')].threshold:.3f}"
+    page.fill("#threshold", "0.123")
+    page.dispatch_event("#threshold", "input")
+    assert page.input_value("#operating-point") == ""
+    page.select_option("#operating-point", "high-sensitivity")
+    assert page.input_value("#threshold") == f"{points['high-sensitivity'].threshold:.3f}"
 
     xray = real_xray()
     name, content, mime = (xray.name, xray.read_bytes(), "image/jpeg") if xray else ("synthetic.png", png_bytes(),
@@ -121,11 +137,13 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     assert page.evaluate("window.__xss") is None  # ...never run as HTML
     assert first.locator(".warning").count() == 0 and first.locator(".not-assessed-reason").count() == 0
     assert first.locator(".model-name").inner_text().startswith("Model: chest_xray_tiny")  # every card names it
+    assert "(high-sensitivity operating point)" in first.locator(".decision").inner_text()
+    assert first.locator(".overlay figcaption").inner_text().startswith(("Grad-CAM", "Layer-CAM", "occlusion"))
     for n, says in ((2, "Not assessed — outside the model's scope"), (3, "Not assessed — blank or near-constant")):
         card = cards.nth(n)  # a CT on a chest X-ray model; a blank frame
         assert card.locator(".not-assessed-reason").inner_text().startswith(says)
         assert card.locator(".class-name").count() == 0 and card.locator(".decision").count() == 0  # no finding
-        assert card.locator(".overlay").count() == 0 and card.locator("img[alt^=Grad-CAM]").count() == 0
+        assert card.locator(".overlay").count() == 0 and card.locator("img[alt^=Heatmap]").count() == 0
         unreliable = card.locator("details.unreliable")
         assert unreliable.get_attribute("open") is None  # probabilities collapsed...
         assert "unreliable: not assessed" in unreliable.locator("summary").inner_text()  # ...and labelled so
@@ -152,6 +170,8 @@ def test_upload_drop_result_and_report(live: tuple[str, str], browser, tmp_path:
     card = page.evaluate(RENDER_BELOW_THRESHOLD)
     assert card["headline"] == "normal 43.2 %" and card["top"] == "normal"
     assert "most probable class, pneumonia (56.8 %), is not asserted" in card["decision"]
+    assert card["uncertain"] == "Uncertain — review — p(pneumonia) 0.568 within 0.1 of the threshold 0.620"
+    assert card["caption"] == "Layer-CAM at layer2 for “normal”" and "(balanced operating point)" in card["decision"]
 
     page.goto(f"{url}/")  # the choice is remembered in this browser
     page.wait_for_selector("#model-select option[value=chest_xray_tiny]", state="attached")

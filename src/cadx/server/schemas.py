@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from cadx.engine.decision import findings_label
-from cadx.server.db.orm import AuditEvent, Study, StudyImage, User
+from cadx.server.db.orm import LEGACY_EXPLANATION, AuditEvent, Study, StudyImage, User
 from cadx.server.model_store import ModelEntry
 
 API = "/api/v1"
@@ -43,6 +44,16 @@ class HealthOut(BaseModel):
     models: int
 
 
+class OperatingPointOut(BaseModel):
+    name: str = Field(description="balanced (Youden's J), high-sensitivity or high-specificity")
+    threshold: float
+    criterion: str = Field(description="youden, sensitivity or specificity")
+    target: float | None = Field(description="The sensitivity / specificity asked for on validation")
+    sensitivity: float | None = Field(description="Reached on the validation split")
+    specificity: float | None = Field(description="Reached on the validation split")
+    default: bool = Field(description="The point a study uses when none is chosen")
+
+
 class ModelOut(BaseModel):
     id: str
     title: str
@@ -55,6 +66,8 @@ class ModelOut(BaseModel):
     parameters: int | None
     decision_threshold: float
     threshold_source: str = Field(description="Where the threshold came from, e.g. validation (Youden's J)")
+    operating_points: list[OperatingPointOut] = Field(default_factory=list, description="Named thresholds chosen on "
+                                                                                         "validation (binary models)")
     version: str
     metrics: dict[str, Any] | None = Field(description="Test metrics from metrics.json (None when absent)")
     has_card: bool
@@ -88,7 +101,12 @@ class ImageResult(BaseModel):
                                              "was not assessed or not analysed)")
     decision_classes: list[str] | None = Field(description="Every class asserted at the threshold (multi-label); "
                                                            "[] when the image was not assessed")
-    explained_class: str | None = Field(description="Class the Grad-CAM heatmap explains (None without heatmap)")
+    uncertain: bool = Field(False, description="'Uncertain - review': the calibrated probability lies near the "
+                                               "threshold, or the mirrored image is decided otherwise")
+    uncertain_reason: str | None = Field(None, description="Why it is uncertain (None when it is not)")
+    explained_class: str | None = Field(description="Class the heatmap explains (None without heatmap)")
+    explanation: str | None = Field(None, description="What drew the heatmap, e.g. 'Layer-CAM at layer2' (None "
+                                                      "without heatmap; studies stored before 0007: Grad-CAM)")
     seconds: float | None = Field(description="Inference plus explanation time")
     thumbnail_url: str | None
     image_url: str | None
@@ -113,6 +131,8 @@ class StudyOut(BaseModel):
     model_category: str
     classes: list[str]
     threshold: float
+    operating_point: str | None = Field(None, description="The named operating point whose threshold decided (None: "
+                                                          "a custom threshold, or a model without named points)")
     seconds: float
     report_url: str
     results: list[ImageResult]
@@ -150,12 +170,22 @@ class AuditOut(BaseModel):
                                                          "trusted)")
 
 
+def _finite(x: float | None) -> float | None:
+    """NaN (a class absent from validation) is not JSON: None."""
+    return x if x is not None and math.isfinite(x) else None
+
+
 def model_out(entry: ModelEntry, loaded: bool) -> ModelOut:
     meta = entry.meta
     return ModelOut(id=entry.id, title=entry.title, category=entry.category, architecture=meta.model.name,
                     task=meta.task, classes=entry.classes, input_size=meta.preprocessing.image_size,
                     channels=meta.preprocessing.channels, parameters=meta.model.params,
                     decision_threshold=meta.decision_threshold, threshold_source=meta.threshold_source,
+                    operating_points=[OperatingPointOut(name=p.name, threshold=p.threshold, criterion=p.criterion,
+                                                        target=p.target, sensitivity=_finite(p.sensitivity),
+                                                        specificity=_finite(p.specificity),
+                                                        default=p.name == meta.default_operating_point)
+                                      for p in meta.operating_points],
                     version=entry.version, metrics=entry.metrics, has_card=entry.card is not None, loaded=loaded)
 
 
@@ -187,7 +217,9 @@ def image_result(study_id: int, image: StudyImage) -> ImageResult:
         predicted_class=image.predicted_class, probability=image.probability, probabilities=image.probabilities,
         assessed=assessed, reason=image.reason if ok and not assessed else None,
         decision=findings_label(decision) if assessed else None, decision_classes=decision if ok else None,
-        explained_class=image.target_class if assessed else None, seconds=image.seconds,
+        uncertain=bool(image.uncertain) and assessed, uncertain_reason=image.uncertain_reason if assessed else None,
+        explained_class=image.target_class if assessed else None,
+        explanation=(image.explanation or LEGACY_EXPLANATION) if assessed else None, seconds=image.seconds,
         thumbnail_url=f"{base}/thumbnail.png" if ok else None, image_url=f"{base}/image.png" if ok else None,
         heatmap_url=f"{base}/overlay.png" if assessed else None,
         feature_maps_url=f"{base}/features.png" if assessed and image.has_features else None,
@@ -199,7 +231,8 @@ def study_out(study: Study) -> StudyOut:
         id=study.id, created_at=study.created_at, created_by=study.created_by.username if study.created_by else None,
         patient_id=study.patient_id, note=study.note, model_id=study.model_id, model_title=study.model_name,
         model_version=study.model_version, model_category=study.model_category, classes=list(study.classes),
-        threshold=study.threshold, seconds=study.seconds, report_url=f"{API}/studies/{study.id}/report.pdf",
+        threshold=study.threshold, operating_point=study.operating_point, seconds=study.seconds,
+        report_url=f"{API}/studies/{study.id}/report.pdf",
         results=[image_result(study.id, i) for i in study.images])
 
 

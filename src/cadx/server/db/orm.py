@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Double, ForeignKey, Integer, String, Text, UniqueConstraint, true
+from sqlalchemy import JSON, Boolean, DateTime, Double, ForeignKey, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 ROLES = ("admin", "clinician")
+LEGACY_EXPLANATION = "Grad-CAM"  # what drew the heatmaps of studies stored before the method was recorded (0007)
 
 
 def utcnow() -> datetime:
@@ -61,6 +62,9 @@ class Study(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     model_category: Mapped[str] = mapped_column(String(64))
     threshold: Mapped[float] = mapped_column(Double)
+    # The named operating point whose threshold decided (balanced, high-sensitivity, ...); None for a custom threshold,
+    # a model without named points, and studies stored before 0007.
+    operating_point: Mapped[str | None] = mapped_column(String(64))
     classes: Mapped[list[str]] = mapped_column(JSON)
     seconds: Mapped[float] = mapped_column(Double, default=0.0)
 
@@ -94,6 +98,10 @@ class StudyImage(Base):
     # is asserted and ``reason`` says why. Only meaningful for rows without ``error``.
     assessed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     reason: Mapped[str | None] = mapped_column(Text)
+    # "uncertain - review": near the threshold, or the mirrored image decided otherwise (engine.decision)
+    uncertain: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    uncertain_reason: Mapped[str | None] = mapped_column(Text)
+    explanation: Mapped[str | None] = mapped_column(String(128))  # what drew the heatmap, e.g. "Layer-CAM at layer2"
     error: Mapped[str | None] = mapped_column(Text)
 
     study: Mapped[Study] = relationship(back_populates="images")

@@ -47,8 +47,11 @@ async def create_study_route(
     request: Request, response: Response, ctx: Ctx, user: CurrentUser,
     files: Annotated[list[UploadFile], File(description="PNG, JPEG or DICOM images; repeat the field")],
     model_id: Annotated[str, Form(description="A model id from GET /models")],
-    threshold: Annotated[float | None, Form(description="Decision threshold in [0, 1]; default: the model's")]
-    = None,
+    threshold: Annotated[float | None, Form(description="A custom decision threshold in [0, 1]; default: the "
+                                                         "model's default operating point")] = None,
+    operating_point: Annotated[str | None, Form(max_length=64, description="Decide at this named operating point "
+                                                                           "of the model (GET /models lists them); "
+                                                                           "not with `threshold`")] = None,
     patient_id: Annotated[str | None, Form(max_length=64)] = None,
     patient_id_from_header: Annotated[bool, Form(description="No patient_id typed: use the DICOM files' "
                                                              "PatientID (all files must name the same)")] = False,
@@ -60,13 +63,20 @@ async def create_study_route(
 ) -> StudyOut:
     if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise ApiError(422, f"threshold must be between 0 and 1, got {threshold}")  # before any upload is stored
+    if threshold is not None and operating_point:
+        raise ApiError(422, "give a threshold or an operating point, not both")
     try:
-        await run_in_threadpool(ctx.store.entry, model_id)
+        entry = await run_in_threadpool(ctx.store.entry, model_id)
     except UnknownModelError as exc:
         raise ApiError(404, str(exc)) from None
+    if operating_point:
+        try:
+            entry.meta.operating_point(operating_point)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
     if len(files) > ctx.settings.max_files:
         raise ApiError(413, f"{len(files)} files sent, at most {ctx.settings.max_files} per study")
-    study_request = StudyRequest(model_id=model_id, threshold=threshold,
+    study_request = StudyRequest(model_id=model_id, threshold=threshold, operating_point=operating_point or None,
                                  patient_id=display_text(patient_id or "") or None,
                                  patient_id_from_header=patient_id_from_header,
                                  note=(note or "").strip() or None, idempotency_key=idempotency_key,

@@ -58,6 +58,7 @@ class ImageAnalysis:
     warning: str | None  # no longer set: a scope mismatch is now a reason for not assessing (decision.reason)
     files: dict[str, bytes]  # artefact file name -> PNG bytes
     header_patient_id: str | None = None  # the DICOM PatientID, used only when the clinician asks for it
+    explanation: str | None = None  # what drew the heatmap ("Layer-CAM at layer2"); None without one
 
 
 # Only to name what was sent instead, in the error message.
@@ -83,10 +84,12 @@ def _describe(path: Path, kind: str | None) -> str:
     return next((label for magic, label in _OTHER_MAGIC if head.startswith(magic)), "unknown")
 
 
-def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels: int, feature_maps: int,
+def analyse_file(model: LoadedModel, path: Path, *, threshold: float | None = None,
+                 operating_point: str | None = None, max_pixels: int, feature_maps: int,
                  others: Sequence[ModelEntry] = ()) -> ImageAnalysis:
-    """Raises ImageRejected for bad input; anything else is a server fault. ``others``: the other installed models,
-    one of which is suggested when this one's scope rejects a DICOM that another's accepts."""
+    """Raises ImageRejected for bad input; anything else is a server fault. ``threshold`` (custom) or
+    ``operating_point`` (named), neither: the model's default. ``others``: the other installed models, one of which
+    is suggested when this one's scope rejects a DICOM that another's accepts."""
     kind = check_kind(path)
     predictor = model.predictor
     try:
@@ -106,10 +109,12 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         prepared = predictor.prepare(image)
         reason = predictor.assess(prepared, problem)
         if reason is None:
-            # One forward pass gives the probabilities, the decision at the study's threshold and the heatmap of the
-            # finding shown to the clinician.
-            explanation = model.explainer.explain(image, decide=lambda p: decide(p, meta, threshold),
-                                                  feature_maps=feature_maps)
+            # The flip check (a forward pass on the mirrored image) may make the answer "uncertain - review"; one
+            # more pass gives the probabilities, the decision and the heatmap of the finding shown to the clinician.
+            flipped = predictor.predict_flipped(prepared[None])[0]
+            explanation = model.explainer.explain(
+                image, decide=lambda p: decide(p, meta, threshold, operating_point=operating_point, flipped=flipped),
+                feature_maps=feature_maps)
             probabilities, decision = explanation.probabilities, explanation.decision
             target_class: str | None = explanation.target_class
             files["overlay.png"] = explanation.overlay_png
@@ -117,7 +122,7 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
                 files["features.png"] = explanation.feature_maps_png
         else:  # no finding, so no heatmap of one: the probabilities are kept for the record only
             probabilities = predictor.predict_batch(prepared[None])[0]
-            decision = decide(probabilities, meta, threshold, reason=reason)
+            decision = decide(probabilities, meta, threshold, reason=reason, operating_point=operating_point)
             target_class = None
     seconds = time.perf_counter() - start
     assert decision is not None
@@ -125,7 +130,8 @@ def analyse_file(model: LoadedModel, path: Path, *, threshold: float, max_pixels
         kind=kind, width=int(image.shape[1]), height=int(image.shape[0]),
         probabilities={c: float(p) for c, p in zip(predictor.classes, probabilities, strict=True)},
         decision=decision, target_class=target_class, seconds=seconds, dicom=dicom or None, warning=None,
-        files=files, header_patient_id=str(header.get("PatientID") or "").strip()[:64] or None)
+        files=files, header_patient_id=str(header.get("PatientID") or "").strip()[:64] or None,
+        explanation=model.explainer.describe() if target_class is not None else None)
 
 
 _ABSOLUTE_PATH = re.compile(r"""(?:[A-Za-z]:)?[\\/](?:[^\s'"\\/]+[\\/])+[^\s'"]*""")

@@ -20,7 +20,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from cadx.engine.decision import findings_label
-from cadx.server.db.orm import Study, StudyImage
+from cadx.server.db.orm import LEGACY_EXPLANATION, Study, StudyImage
 from cadx.server.storage import StudyStorage
 
 NOTICE = ("This result was produced by a computer-aided diagnosis model. It supports, and does not replace, "
@@ -72,6 +72,13 @@ def study_date(study: Study, image: StudyImage) -> str:
     return f"{study.created_at:%Y-%m-%d} (uploaded)"
 
 
+def threshold_label(study: Study) -> str:
+    """``0.602 (balanced operating point)``; a custom threshold, or a study from before, shows the number alone."""
+    if study.operating_point:
+        return f"{study.threshold:.3f} ({study.operating_point} operating point)"
+    return f"{study.threshold:.3f}"
+
+
 def render_report(study: Study, storage: StudyStorage, metrics: dict | None, only: int | None = None) -> bytes:
     """PDF bytes; ``only`` limits the report to one image position."""
     st = _styles()
@@ -97,7 +104,7 @@ def _page(study: Study, image: StudyImage, storage: StudyStorage, metrics: dict 
                            st["title"])]
     facts = [("Patient ID", patient), ("Study date", study_date(study, image)),
              ("File", image.filename), ("Model", f"{study.model_name} ({study.model_category})"),
-             ("Model version", study.model_version), ("Decision threshold", f"{study.threshold:.3f}"),
+             ("Model version", study.model_version), ("Decision threshold", threshold_label(study)),
              ("Generated", f"{datetime.now():%Y-%m-%d %H:%M}")]
     out.append(_table([[Paragraph(f"<b>{e(k)}</b>", st["body"]), Paragraph(e(str(v)), st["body"])]
                        for k, v in facts], [42 * mm, 130 * mm]))
@@ -126,10 +133,11 @@ def _page(study: Study, image: StudyImage, storage: StudyStorage, metrics: dict 
         return out
     if image.warning:  # studies stored before "not assessed" existed
         out.append(Paragraph(f"<b>Caution:</b> {e(image.warning)}", st["body"]))
-    out.append(Paragraph("Image and Grad-CAM heatmap", st["h"]))
+    method = image.explanation or LEGACY_EXPLANATION
+    out.append(Paragraph("Image and heatmap", st["h"]))
     pictures = [_picture(storage.artefact(study.id, image.position, name), 84 * mm) for name in ("image", "overlay")]
     out.append(Table([pictures, [Paragraph("Image", st["body"]),
-                                 Paragraph(f"Grad-CAM for '{e(image.target_class or '-')}'", st["body"])]],
+                                 Paragraph(f"{e(method)} for '{e(image.target_class or '-')}'", st["body"])]],
                      colWidths=[88 * mm, 88 * mm]))
     out.append(Paragraph("Class probabilities", st["h"]))
     probs = image.probabilities or {}
@@ -139,9 +147,12 @@ def _page(study: Study, image: StudyImage, storage: StudyStorage, metrics: dict 
     out.append(_table(rows, [90 * mm, 40 * mm], header=True))
     decision = findings_label(image.decision or [])
     out.append(Spacer(1, 4))
-    out.append(Paragraph(f"<b>Decision at threshold {study.threshold:.3f}:</b> {e(decision)} "
+    out.append(Paragraph(f"<b>Decision at threshold {e(threshold_label(study))}:</b> {e(decision)} "
                          f"(most probable: {e(image.predicted_class or '-')}, {image.probability or 0:.3f})",
                          st["body"]))
+    if image.uncertain:
+        out.append(Paragraph(f"<b>Uncertain — review:</b> {e(image.uncertain_reason or 'no reason recorded')}",
+                             st["body"]))
     out.append(Paragraph(e(NOTICE), st["notice"]))
     return out
 

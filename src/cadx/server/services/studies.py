@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
-from cadx.engine.decision import resolve_threshold
+from cadx.engine.decision import resolve_operating_point
 from cadx.server.context import AppContext
 from cadx.server.db.orm import ImageFinding, Study, StudyImage, User
 from cadx.server.db.repository import Repository
@@ -47,7 +47,8 @@ class StudyRequest:
     """What the clinician sent besides the files."""
 
     model_id: str
-    threshold: float | None = None
+    threshold: float | None = None  # a custom one
+    operating_point: str | None = None  # a named one of the model's; neither: the model's default
     patient_id: str | None = None  # typed; kept only in the database
     patient_id_from_header: bool = False  # no typed id: take the DICOM files' PatientID (one patient only)
     note: str | None = None
@@ -74,7 +75,7 @@ def create_study(ctx: AppContext, user_id: int, request: StudyRequest, uploads: 
             return done, True
     model = ctx.store.load(request.model_id)
     entry = model.entry
-    t, _ = resolve_threshold(entry.meta, request.threshold)
+    t, _, point = resolve_operating_point(entry.meta, request.threshold, operating_point=request.operating_point)
     others = [e for e in ctx.store.entries() if e.id != entry.id]  # to suggest one when this one's scope refuses
     settings = ctx.settings
     deidentifier = StudyDeidentifier()  # one per study: UIDs and pseudonyms consistent within it
@@ -90,7 +91,7 @@ def create_study(ctx: AppContext, user_id: int, request: StudyRequest, uploads: 
             refused.append((upload.filename, row.error, upload.status))
             continue
         try:
-            result = _analyse_within_budget(ctx, model, upload.path, t, others, pixel_budget, deadline)
+            result = _analyse_within_budget(ctx, model, upload.path, request, others, pixel_budget, deadline)
             pixel_budget -= result.width * result.height
             folder = private_dir(staging / str(position))
             _store_original(upload.path, result.kind, folder, deidentifier)
@@ -121,6 +122,8 @@ def create_study(ctx: AppContext, user_id: int, request: StudyRequest, uploads: 
         row.probabilities, row.target_class = result.probabilities, result.target_class
         row.has_features, row.seconds, row.dicom = "features.png" in result.files, result.seconds, result.dicom
         row.warning = result.warning
+        row.uncertain, row.uncertain_reason = decision.uncertain, decision.uncertain_reason
+        row.explanation = result.explanation
     if len(refused) == len(uploads):
         statuses = {s for _, _, s in refused}
         raise NothingAnalysed([(n, r) for n, r, _ in refused], statuses.pop() if len(statuses) == 1 else 422)
@@ -136,7 +139,8 @@ def create_study(ctx: AppContext, user_id: int, request: StudyRequest, uploads: 
 
     study = Study(created_by_id=user_id, patient_id=patient_id, note=request.note, model_id=entry.id,
                   model_name=entry.title, model_version=entry.version, model_category=entry.category, threshold=t,
-                  classes=entry.classes, seconds=sum(i.seconds or 0.0 for i in images), images=images)
+                  operating_point=point, classes=entry.classes, seconds=sum(i.seconds or 0.0 for i in images),
+                  images=images)
     return _persist(ctx, user_id, request, study, staging)
 
 
@@ -164,7 +168,7 @@ def _persist(ctx: AppContext, user_id: int, request: StudyRequest, study: Study,
     return study.id, False
 
 
-def _analyse_within_budget(ctx: AppContext, model: LoadedModel, path: Path, threshold: float,
+def _analyse_within_budget(ctx: AppContext, model: LoadedModel, path: Path, request: StudyRequest,
                            others: list[ModelEntry], pixel_budget: int, deadline: float) -> ImageAnalysis:
     """One file, within what is left of the request's pixel and time budgets (a cheap upload must not buy
     minutes of decoding)."""
@@ -174,8 +178,8 @@ def _analyse_within_budget(ctx: AppContext, model: LoadedModel, path: Path, thre
                             "analysis time; send the remaining files in another request", status=413)
     limit = min(settings.max_pixels, pixel_budget)
     try:
-        return analyse_file(model, path, threshold=threshold, max_pixels=max(limit, 1),
-                            feature_maps=settings.feature_maps, others=others)
+        return analyse_file(model, path, threshold=request.threshold, operating_point=request.operating_point,
+                            max_pixels=max(limit, 1), feature_maps=settings.feature_maps, others=others)
     except ImageRejected as exc:
         if exc.status == 413 and limit < settings.max_pixels:
             raise ImageRejected(f"{exc.reason}: the request's budget of {settings.max_request_pixels} pixels is "

@@ -52,6 +52,10 @@ window.cadx = (function () {
   const sizeLine = (result) => el("p", { class: "muted small", text: result.width + "×" + result.height + " "
     + (result.kind || "").toUpperCase() + " · " + (result.seconds || 0).toFixed(2) + " s" });
 
+  // "0.602 (balanced operating point)": which named point decided; a custom threshold shows the number alone.
+  const thresholdLabel = (study) => study.threshold.toFixed(3)
+    + (study.operating_point ? " (" + study.operating_point + " operating point)" : "");
+
   function actions(result, reportUrl) {
     return el("div", { class: "card-actions" },
       el("a", { class: "button secondary export", href: reportUrl, download: "" }, "Export report (PDF)"),
@@ -84,6 +88,7 @@ window.cadx = (function () {
         modelLine(study));
     }
     if (result.assessed === false) return notAssessedCard(study, result, reportUrl);
+    const method = result.explanation || "Grad-CAM"; // what drew the heatmap (older studies: Grad-CAM)
     // The headline is the finding asserted at the study's threshold, never the bare argmax: with a threshold chosen
     // on validation the two can differ, and the larger type must not say the opposite of the decision.
     const decided = result.decision_classes || [];
@@ -91,7 +96,7 @@ window.cadx = (function () {
       ? [el("span", { class: "class-name", text: decided[0] }), " ",
          el("span", { class: "prob", text: pct(result.probabilities[decided[0]]) })]
       : [el("span", { class: "class-name", text: decided.length ? decided.join(", ") : "no finding" })];
-    const decision = el("p", { class: "decision" }, "Decision at threshold " + study.threshold.toFixed(3),
+    const decision = el("p", { class: "decision" }, "Decision at threshold " + thresholdLabel(study),
       decided.includes(result.predicted_class) ? null
         : el("span", { class: "differs", text: "; the most probable class, " + result.predicted_class + " ("
           + pct(result.probability) + "), is not asserted at this threshold" }));
@@ -102,14 +107,17 @@ window.cadx = (function () {
           el("h3", { class: "filename", text: result.filename }),
           el("p", { class: "prediction" }, headline),
           decision,
+          result.uncertain ? el("p", { class: "uncertain", role: "status" },
+            el("strong", { text: "Uncertain — review" }), " — " + (result.uncertain_reason || "no reason recorded"))
+            : null,
           // studies stored before "not assessed" existed carry a scope warning instead
           result.warning ? el("p", { class: "warning", role: "alert", text: "Caution: " + result.warning }) : null,
           modelLine(study),
           sizeLine(result))),
       bars(result),
       result.heatmap_url ? el("figure", { class: "overlay" },
-        el("img", { src: result.heatmap_url, alt: "Grad-CAM heatmap of " + result.filename }),
-        el("figcaption", { text: "Grad-CAM for “" + (result.explained_class || result.predicted_class) + "”" }))
+        el("img", { src: result.heatmap_url, alt: "Heatmap (" + method + ") of " + result.filename }),
+        el("figcaption", { text: method + " for “" + (result.explained_class || result.predicted_class) + "”" }))
         : null,
       result.feature_maps_url ? el("details", { class: "features" }, el("summary", { text: "Feature maps" }),
         el("img", { src: result.feature_maps_url, alt: "Feature maps", loading: "lazy" })) : null,
@@ -118,7 +126,7 @@ window.cadx = (function () {
 
   function studyHeader(study) {
     const bits = ["Study " + study.id, when(study.created_at), study.model_title + " (" + study.model_category + ")",
-      "threshold " + study.threshold.toFixed(3)];
+      "threshold " + thresholdLabel(study)];
     if (study.patient_id) bits.splice(1, 0, "patient " + study.patient_id);
     return el("div", { class: "study-head" },
       el("div", {}, el("h2", { text: bits.join(" · ") }),

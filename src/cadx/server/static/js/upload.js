@@ -10,6 +10,9 @@
   const list = document.getElementById("file-list");
   const select = document.getElementById("model-select");
   const threshold = document.getElementById("threshold");
+  const pointSelect = document.getElementById("operating-point");
+  const pointLabel = document.getElementById("operating-point-label");
+  const CUSTOM = ""; // the operating-point option for a threshold typed by the user
   const info = document.getElementById("model-info");
   const button = document.getElementById("recognise");
   const statusLine = document.getElementById("status");
@@ -67,15 +70,44 @@
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
   input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
 
+  // A binary model's named operating points (chosen on validation) are offered by name with their validation
+  // sensitivity and specificity; typing another threshold makes it a custom one.
+  function showPoints(m) {
+    const points = (m && m.operating_points) || [];
+    pointLabel.hidden = points.length === 0;
+    pointSelect.replaceChildren(...points.map((p) => el("option", { value: p.name,
+      text: p.name + (typeof p.sensitivity === "number" && typeof p.specificity === "number"
+        ? " (validation sensitivity " + pct(p.sensitivity) + ", specificity " + pct(p.specificity) + ")" : "") })),
+      el("option", { value: CUSTOM, text: "custom threshold" }));
+    const chosen = points.find((p) => p.default) || points[0];
+    pointSelect.value = chosen ? chosen.name : CUSTOM;
+  }
+
+  function pointThreshold() {
+    const m = models.get(select.value);
+    const p = ((m && m.operating_points) || []).find((x) => x.name === pointSelect.value);
+    return p ? p.threshold : null;
+  }
+
+  pointSelect.addEventListener("change", () => {
+    const t = pointThreshold();
+    if (t !== null) { threshold.value = t.toFixed(3); threshold.dataset.modelValue = threshold.value; }
+  });
+  threshold.addEventListener("input", () => {
+    if (!pointLabel.hidden && threshold.value !== threshold.dataset.modelValue) pointSelect.value = CUSTOM;
+  });
+
   function showModel() {
     const m = models.get(select.value);
     info.replaceChildren();
+    showPoints(m);
     if (!m) {
       threshold.value = "";
       threshold.dataset.modelValue = "";
       return;
     }
-    threshold.value = m.decision_threshold.toFixed(3);
+    const pointT = pointThreshold();
+    threshold.value = (pointT !== null ? pointT : m.decision_threshold).toFixed(3);
     threshold.dataset.modelValue = threshold.value; // left as shown: the server uses the model's exact value
     const facts = [m.architecture, m.input_size + " px", m.classes.length + " classes: " + m.classes.join(", "),
       "version " + m.version];
@@ -160,7 +192,8 @@
     const body = new FormData();
     files.forEach((f) => body.append("files", f.file, f.file.name));
     body.append("model_id", select.value);
-    if (threshold.value !== "" && threshold.value !== threshold.dataset.modelValue) body.append("threshold", threshold.value);
+    if (!pointLabel.hidden && pointSelect.value !== CUSTOM) body.append("operating_point", pointSelect.value);
+    else if (threshold.value !== "" && threshold.value !== threshold.dataset.modelValue) body.append("threshold", threshold.value);
     ["patient-id", "note"].forEach((id) => {
       const v = document.getElementById(id).value.trim();
       if (v) body.append(id.replace("-", "_"), v);
