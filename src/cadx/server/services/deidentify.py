@@ -102,7 +102,7 @@ class StudyDeidentifier:
         self._anonymizer.anonymize(ds)
         ds.remove_private_tags()  # recursive: private attributes in sequences go too
         ds.walk(_remove_listed)
-        ds.walk(_blank_unshifted_times)
+        ds.walk(_blank_times)
         # curves (50xx) and overlays (60xx): drawn annotations may name the patient
         for tag in [e.tag for e in ds if 0x5000 <= e.tag.group <= 0x50FF or 0x6000 <= e.tag.group <= 0x60FF]:
             del ds[tag]
@@ -147,12 +147,12 @@ def _blank_malformed_dates(_ds: Dataset, elem: DataElement) -> None:
         elem.value = ""
 
 
-def _blank_unshifted_times(ds: Dataset, elem: DataElement) -> None:
-    """dicognito shifts a time only with its date (StudyTime with StudyDate); a time without one is blanked."""
-    if elem.VR == "TM" and elem.value and elem.keyword.endswith("Time"):
-        date = ds.get(elem.keyword[:-4] + "Date")
-        if not date:
-            elem.value = ""
+def _blank_times(_ds: Dataset, elem: DataElement) -> None:
+    """Every time of day (TM) is emptied (Basic Profile: Z): dicognito's shift of a time with its date left it
+    unchanged in 7 of 200 trials, and the time of an examination helps to find it. Date-times (DT) keep their
+    shifted value, whose date part always moves."""
+    if elem.VR == "TM" and elem.value:
+        elem.value = ""
 
 
 def _remove_listed(ds: Dataset, elem: DataElement) -> None:
