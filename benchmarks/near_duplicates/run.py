@@ -23,8 +23,10 @@ from PIL import Image
 
 from cadx.data.near_duplicates import (
     DEFAULT_MIN_CORRELATION,
+    NUMBERED_NEIGHBOUR_MIN_CORRELATION,
     connected_groups,
     near_duplicate_pairs,
+    numbered_neighbour_pairs,
     thumbnail_vector,
     thumbnail_vectors,
 )
@@ -114,6 +116,14 @@ def run_set(name: str, rng: np.random.Generator) -> dict:
             entry["official_test_images"] = len(test)
         if name.startswith("lung_ct"):
             entry["consecutive_number_pairs_grouped"] = consecutive_share(records, roots)
+        if t == DEFAULT_MIN_CORRELATION:  # with the default numbering hint, as cadx splits
+            hinted = numbered_neighbour_pairs([r.key for r in records], vectors, ok)
+            roots = connected_groups(len(records), chosen + byte_links + [(a, b) for a, b, _ in hinted])
+            sizes = [s for s in Counter(roots).values() if s > 1]
+            entry["with_numbered_neighbours"] = {
+                "hint_pairs": len(hinted), "cross_class_hint_pairs": int(sum(classes[a] != classes[b]
+                                                                             for a, b, _ in hinted)),
+                "groups": len(sizes), "images_in_groups": sum(sizes), "largest_group": max(sizes, default=1)}
         out["thresholds"][str(t)] = entry
     out["synthetic_near_copies"] = synthetic(index, vectors, rng)
     if not index.has_explicit_splits():
@@ -177,12 +187,15 @@ def split_leak(index: DatasetIndex, pairs: list[tuple[int, int, float]], seeds: 
     result: dict = {"seeds": seeds, "fractions": "70/20/10 stratified", "random": {}, "grouped": {}}
     random_names = [grouped_stratified_split(records, [f"r{i}" for i in range(len(records))],
                                              {"train": .7, "val": .2, "test": .1}, s) for s in range(seeds)]
-    grouped_names = []
+    result["grouped_correlation_only"] = {}
+    grouped_names, correlation_only = [], []
     for s in range(seeds):
-        splits, _ = assign_splits(index, seed=s)
-        where = {r.key: n for n, recs in splits.items() for r in recs}
-        grouped_names.append([where[r.key] for r in records])
-    for label, runs in (("random", random_names), ("grouped", grouped_names)):
+        for hint, out in ((NUMBERED_NEIGHBOUR_MIN_CORRELATION, grouped_names), (None, correlation_only)):
+            splits, _ = assign_splits(index, seed=s, numbered_neighbours=hint)
+            where = {r.key: n for n, recs in splits.items() for r in recs}
+            out.append([where[r.key] for r in records])
+    for label, runs in (("random", random_names), ("grouped", grouped_names),
+                        ("grouped_correlation_only", correlation_only)):
         for t in AUDIT_THRESHOLDS:
             result[label][str(t)] = round(float(np.mean([test_leak(n, pairs, t) for n in runs])), 3)
     result["grouped_test_share"] = round(float(np.mean([n.count("test") / len(n) for n in grouped_names])), 3)
@@ -193,6 +206,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     results = {"descriptor": "Pearson correlation of 16x16 grey thumbnails (area-averaged; JPEGs decoded at "
                              "reduced DCT scale)", "default_min_correlation": DEFAULT_MIN_CORRELATION,
+               "numbered_neighbour_min_correlation": NUMBERED_NEIGHBOUR_MIN_CORRELATION,
                "hardware": {"cpu_cores": os.cpu_count(), "machine": platform.machine(),
                             "python": platform.python_version(), "note": "2 cores shared with other jobs, nice 10"},
                "sets": {}}

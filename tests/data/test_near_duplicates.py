@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cadx.data.near_duplicates import connected_groups, find_near_duplicates, near_duplicate_pairs
+from cadx.data.near_duplicates import (
+    connected_groups,
+    find_near_duplicates,
+    near_duplicate_pairs,
+    numbered_neighbour_pairs,
+    thumbnail_vector,
+)
 from cadx.data.sources import load_index
 from cadx.data.splits import assign_splits, read_split_file, split_leak_warnings, write_split_file
 
@@ -150,3 +156,47 @@ def test_pairs_are_exact_and_unreadable_files_are_ignored(tmp_path: Path) -> Non
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     splits, _ = assign_splits(load_index(tmp_path, patient_pattern=None), seed=0)
     assert sum(map(len, splits.values())) == 3  # the decoder reports the broken file later, with its reason
+
+
+def write_runs(root: Path, n_runs: int, length: int, seed: int = 0) -> dict[str, int]:
+    """root/<class>/case (<n>).png: runs of slices morphing from one scan into another, numbered consecutively
+    across runs (as a CT set numbers its slices); returns key -> run."""
+    rng = np.random.default_rng(seed)
+    run_of, number = {}, 0
+    for k in range(n_runs):
+        folder = root / ("a" if k % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        start, end = scan(rng).astype(float), scan(rng).astype(float)
+        for t in np.linspace(0, 0.6, length):
+            number += 1
+            key = f"{folder.name}/case ({number}).png"
+            Image.fromarray(((1 - t) * start + t * end).astype(np.uint8)).save(root / key)
+            run_of[key] = k
+    return run_of
+
+
+def test_consecutively_numbered_similar_slices_share_a_split(tmp_path: Path) -> None:
+    root = tmp_path / "ct"
+    run_of = write_runs(root, 10, 6)
+    index = load_index(root)
+    keys = [r.key for r in index.records]
+    strict = find_near_duplicates(index, index.records, numbered_neighbours=None)
+    hinted = find_near_duplicates(index, index.records)
+    linked = {(keys[a], keys[b]) for a, b, _ in hinted}
+    assert len(hinted) > len(strict)  # the hint joins slices the 0.985 threshold alone does not
+    assert all(run_of[a] == run_of[b] for a, b in linked)  # never two runs (their end and start differ)
+    for seed in range(3):
+        where = split_of(assign_splits(index, seed=seed)[0])
+        for run in set(run_of.values()):
+            assert len({where[k] for k, r in run_of.items() if r == run}) == 1, (seed, run)
+
+
+def test_numbers_are_a_hint_only(tmp_path: Path) -> None:
+    """Consecutive numbers on unrelated images join nothing; a number inside the name is not a slice number."""
+    rng = np.random.default_rng(3)
+    vectors = np.stack([thumbnail_vector(scan(rng)) for _ in range(4)])
+    keys = ["a/case (1).png", "a/case (2).png", "a/f1_orig.png", "a/f2_orig.png"]
+    assert numbered_neighbour_pairs(keys, vectors, min_correlation=0.99) == []
+    same = np.stack([vectors[0]] * 4)
+    pairs = {(a, b) for a, b, _ in numbered_neighbour_pairs(keys, same)}
+    assert pairs == {(0, 1)}  # f1_orig / f2_orig: the number is not trailing

@@ -13,7 +13,12 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cadx.data.near_duplicates import DEFAULT_MIN_CORRELATION, connected_groups, find_near_duplicates
+from cadx.data.near_duplicates import (
+    DEFAULT_MIN_CORRELATION,
+    NUMBERED_NEIGHBOUR_MIN_CORRELATION,
+    connected_groups,
+    find_near_duplicates,
+)
 from cadx.data.sources import DatasetError, DatasetIndex, Record
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
@@ -87,12 +92,14 @@ def grouped_stratified_split(records: list[Record], group_ids: list[str], fracti
 def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, float] | None = None,
                   val_fraction_of_train: float = 0.2, drop_duplicates: bool = False,
                   near_duplicates: float | None = DEFAULT_MIN_CORRELATION,
+                  numbered_neighbours: float | None = NUMBERED_NEIGHBOUR_MIN_CORRELATION,
                   ) -> tuple[dict[str, list[Record]], list[str]]:
     """Return records per split and warnings; keeps explicit splits, carves what is missing.
 
     Byte-identical copies always share a split; ``drop_duplicates`` keeps only the first copy of each.
     ``near_duplicates`` is the thumbnail correlation from which two images count as near-duplicates and share a
-    split too (``None``: off, only patients and identical bytes group).
+    split too (``None``: off, only patients and identical bytes group); with it, consecutively numbered files whose
+    thumbnails correlate at least ``numbered_neighbours`` group as neighbouring slices (``None``: that hint off).
     """
     warnings: list[str] = []
     records = index.records
@@ -103,7 +110,8 @@ def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, fl
             warnings.append(f"dropped {len(extra)} byte-identical duplicate image(s) before splitting")
             records = [r for i, r in enumerate(records) if i not in extra]
             duplicates = content_groups(index, records)
-    near = [] if near_duplicates is None else find_near_duplicates(index, records, near_duplicates)
+    near = [] if near_duplicates is None else find_near_duplicates(index, records, near_duplicates,
+                                                                   numbered_neighbours=numbered_neighbours)
     groups = _group_ids(records, duplicates, near)
     if not index.has_explicit_splits():
         names = grouped_stratified_split(records, groups, fractions or DEFAULT_FRACTIONS, seed)
@@ -167,7 +175,8 @@ def _cross_split_near_duplicates(records: list[Record], names: list[str], near: 
                        for a, b, r in crossing[:10])
     more = f"; ... and {len(crossing) - 10} more" if len(crossing) > 10 else ""
     share = f"; {len(test_hit)} of {n_test} test image(s) have one in train or val" if n_test else ""
-    return [f"{len(crossing)} near-duplicate pair(s) (thumbnail correlation >= {min_correlation}) appear in more "
+    return [f"{len(crossing)} near-duplicate pair(s) (thumbnail correlation >= {min_correlation}, or >= "
+            f"{NUMBERED_NEIGHBOUR_MIN_CORRELATION} between consecutively numbered files) appear in more "
             f"than one split{share}: {listed}{more}"]
 
 
