@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cadx.data.readers import UnreadableImageError
+from cadx.data.image_readers import UnreadableImageError
 from cadx.data.sources import DatasetIndex, Record
 from cadx.data.transforms import Preprocessing, prepare_image
 

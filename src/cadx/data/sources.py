@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cadx.data.readers import read_image
-
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -57,6 +55,8 @@ class DatasetIndex:
         if self.kind == "npz":
             split, idx = record.key.split("/")
             return np.ascontiguousarray(self._arrays[split][int(idx)])
+        from cadx.data.readers import read_image  # pydicom is imported with the first image, not with the index
+
         return read_image(self.root / record.key, window=window)
 
     def raw_bytes(self, record: Record) -> bytes:

@@ -7,11 +7,14 @@ batch. Keeping both here means a prediction from the CLI and one from the web pa
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandFlip, RandScaleIntensity
 from PIL import Image
+
+if TYPE_CHECKING:  # torch and MONAI are imported where they are used: reading a checkpoint's metadata needs neither
+    import torch
+    from monai.transforms import Compose
 
 DEFAULT_MEAN = (0.5,)
 DEFAULT_STD = (0.25,)
@@ -82,6 +85,8 @@ def _stretch(image: np.ndarray) -> np.ndarray:
 
 def to_model_input(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """uint8 or [0, 1] float (B, C, S, S) -> float32 normalised per channel."""
+    import torch
+
     x = batch.float()
     if batch.dtype == torch.uint8:
         x = x / 255.0
@@ -112,6 +117,8 @@ def build_augmentation(aug: Augmentation | None, image_size: int, seed: int = 0)
     copy (``monai.data.utils.worker_init_fn``)."""
     if aug is None:
         return None
+    from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandFlip, RandScaleIntensity
+
     steps = []
     if aug.flip:
         steps.append(RandFlip(prob=0.5, spatial_axis=1))

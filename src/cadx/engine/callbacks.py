@@ -1,4 +1,5 @@
-"""Engineering around the fit: a per-epoch CSV with throughput, written as training goes."""
+"""Engineering around the fit: a per-epoch CSV with throughput, written as training goes, and the check that
+every DDP rank trains on the same data."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr",
                  "train_images_per_s", "epoch_seconds"]
 
 
 class EpochLog(L.Callback):
-    """Appends one row per epoch to ``metrics.csv`` (kept across ``--resume``)."""
+    """Appends one row per epoch to ``metrics.csv`` (kept across ``--resume``); under DDP rank 0 writes it, with
+    the images per second of all ranks together (each rank trains on an equal share)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -31,14 +34,14 @@ class EpochLog(L.Callback):
         self._train_seconds = time.perf_counter() - self._start
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
         row = {
             "epoch": trainer.current_epoch + 1,
             **{k: round(float(m[k]), 6) if k in m else "" for k in EPOCH_COLUMNS[1:6]},
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
-            "train_images_per_s": round(self._images / max(self._train_seconds, 1e-9), 1),
+            "train_images_per_s": round(self._images * trainer.world_size / max(self._train_seconds, 1e-9), 1),
             "epoch_seconds": round(time.perf_counter() - self._start, 2),
         }
         new = not self.path.exists()
@@ -47,6 +50,29 @@ class EpochLog(L.Callback):
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+class SameDataOnEveryRank(L.Callback):
+    """Stops a DDP fit before its first step unless every rank holds the same split and decoded images (the split
+    is recomputed on each rank, seeded; a file changed on one machine, or a different split file, would otherwise
+    train silently on different data)."""
+
+    def __init__(self, digest: str = "") -> None:
+        self.digest = digest  # set before the fit: ImageDataModule.data_digest()
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.world_size < 2:
+            return
+        if not self.digest:
+            raise RuntimeError("SameDataOnEveryRank needs the data's digest before the fit")
+        mine = torch.tensor([int(self.digest[:15], 16)], dtype=torch.int64, device=module.device)
+        gathered = [torch.zeros_like(mine) for _ in range(trainer.world_size)]
+        torch.distributed.all_gather(gathered, mine)
+        every = [int(t.item()) for t in gathered]
+        if len(set(every)) > 1:  # every rank sees every digest, so all stop together
+            differ = [rank for rank, d in enumerate(every) if d != every[0]]
+            raise RuntimeError(f"DDP ranks {differ} hold a different split or decoded images than rank 0; give every "
+                               "machine the same data (or one --split-file)")
 
 
 def read_epoch_log(path: Path) -> list[dict[str, float]]:

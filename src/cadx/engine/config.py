@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "plateau", "none")
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "bf16-true", "16-true", "64-true",
               "64", "transformer-engine")  # what Lightning's Trainer accepts
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")  # data-parallel only: each rank a copy
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,13 @@ class TrainConfig:
     precision: str = field(default="auto", metadata=_cli("auto (bf16-mixed on GPUs that have it, else 32-true), "
                                                           "32-true, bf16-mixed, 16-mixed."))
     accelerator: str = field(default="auto", metadata=_cli("Lightning accelerator: auto, cpu, gpu."))
+    devices: int = field(default=1, metadata=_cli(
+        "Devices per machine: GPUs, or processes with --accelerator cpu; -1: every visible GPU.", int))
+    num_nodes: int = field(default=1, metadata=_cli("Machines (nodes) taking part; launch one process per device "
+                                                    "on each (torchrun, srun).", int))
+    strategy: str = field(default="auto", metadata=_cli(
+        f"{', '.join(STRATEGIES)}; auto is ddp when there are several devices. --batch-size is per device: the "
+        "learning rate is not rescaled."))
     num_workers: int = field(default=0, metadata=_cli("DataLoader worker processes.", int))
     target_sensitivity: float = field(default=0.95, metadata=_cli(
         "Sensitivity the high-sensitivity operating point must reach on validation (binary tasks).", float))
@@ -136,6 +144,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.optimizer, self.scheduler = str(self.optimizer).lower(), str(self.scheduler).lower()
+        self.strategy = str(self.strategy).lower()
         self.precision = str(self.precision)  # a recipe may write `precision: 32`
         self.betas = tuple(float(v) for v in self.betas)  # type: ignore[assignment]
         if self.window is not None:
@@ -172,6 +181,12 @@ class TrainConfig:
         if not (0.0 <= self.distill_weight <= 1.0 and self.distill_temperature > 0):
             problems.append(f"distillation needs 0 <= weight <= 1 and temperature > 0 (got {self.distill_weight}, "
                             f"{self.distill_temperature})")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"unknown strategy '{self.strategy}' (use {', '.join(STRATEGIES)})")
+        if self.devices < 1 and self.devices != -1:
+            problems.append(f"devices must be at least 1 (or -1: every visible GPU), got {self.devices}")
+        if self.num_nodes < 1:
+            problems.append(f"num_nodes must be at least 1, got {self.num_nodes}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             problems.append(f"max_minutes must be positive, got {self.max_minutes}")
         if problems:

@@ -111,7 +111,9 @@ class ClassificationModule(L.LightningModule):
                                      self.multilabel)
             loss = (1 - weight) * loss + weight * soft
         self.train_acc(self._scores(logits.detach()), targets.int() if self.multilabel else targets)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
+        # sync_dist: under DDP the epoch's loss is averaged over ranks (a no-op on one device), so early stopping
+        # and the best checkpoint see one value everywhere; the torchmetrics objects synchronise themselves.
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(images))
         return loss
 
@@ -123,7 +125,7 @@ class ClassificationModule(L.LightningModule):
         int_targets = targets.int() if self.multilabel else targets
         self.val_acc(scores, int_targets)
         self.val_auc(scores, int_targets)
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(images), sync_dist=True)
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(images))
         self.log("val_auc", self.val_auc, on_epoch=True, batch_size=len(images))
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from cadx.data.splits import assign_splits, read_split_file, split_leak_warnings
 from cadx.data.transforms import Preprocessing
 from cadx.engine.abstention import MIN_VALIDATION_IMAGES, fit_predictor_ood
 from cadx.engine.calibrate import fit_on_validation
-from cadx.engine.callbacks import EpochLog, logged_seconds, read_epoch_log
+from cadx.engine.callbacks import EpochLog, SameDataOnEveryRank, logged_seconds, read_epoch_log
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint, update_meta
 from cadx.engine.config import TrainConfig
 from cadx.engine.datamodule import ImageDataModule
@@ -57,6 +59,7 @@ class TrainResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0  # under DDP, this process's global rank; only rank 0's result holds the fitted run
 
 
 def prepare_splits(index: DatasetIndex, config: TrainConfig,
@@ -108,16 +111,49 @@ def _precision(config: TrainConfig) -> str:
     return "32-true"
 
 
+def build_trainer(config: TrainConfig, output: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """The Lightning Trainer of a run: devices, machines and strategy from the configuration (one process per
+    device; Lightning launches them itself, or finds them started by torchrun or srun)."""
+    return L.Trainer(
+        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+        num_nodes=config.num_nodes, strategy=config.strategy, precision=_precision(config),
+        callbacks=callbacks, logger=False, default_root_dir=output, deterministic="warn",
+        log_every_n_steps=10, num_sanity_val_steps=0, enable_model_summary=False)
+
+
 def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: bool = False,
-          overwrite: bool = False, split_file: Path | None = None) -> TrainResult:
+          overwrite: bool = False, split_file: Path | None = None,
+          callbacks: Sequence[L.Callback] = ()) -> TrainResult:
+    """Train into the run folder ``output``. ``callbacks`` are extra Lightning callbacks (logging, tests).
+
+    Under DDP every rank runs this function: each computes the same seeded split, the first process of each machine
+    decodes the images for the machine, and rank 0 alone writes the run folder's files and fits calibration, the
+    operating points and the out-of-distribution score after training; the other ranks return after the fit with a
+    result whose ``rank`` is theirs."""
     started = time.perf_counter()
     output = Path(output).expanduser().resolve()
     existing = [p for p in (output / "best.ckpt", output / "last.ckpt") if p.exists()]
     if existing and not (resume or overwrite):
         raise DatasetError(f"{output} already holds a run ({existing[0].name}); pass --resume to continue it or "
                            "--overwrite to start again")
-    if overwrite and not resume:
-        for p in (*existing, output / "metrics.csv"):
+    epoch_log = output / "metrics.csv"
+    best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min",
+                           enable_version_counter=False)
+    # Every epoch, so --resume continues where training stopped (Lightning's save_last follows the best only).
+    latest = ModelCheckpoint(dirpath=output, filename="last", enable_version_counter=False)
+    same_data = SameDataOnEveryRank()  # its digest is set once the images are decoded
+    fit_callbacks: list[L.Callback] = [best, latest, EpochLog(epoch_log), RichProgressBar(leave=True), same_data,
+                                       *callbacks]
+    if config.early_stopping:
+        fit_callbacks.append(EarlyStopping(monitor="val_loss", patience=config.early_stopping, mode="min"))
+    if config.max_minutes:
+        # Checked after each validated epoch, never mid-epoch: a cut epoch would be logged as a whole one and a
+        # resume would continue inside it. The budget may overrun by up to one epoch.
+        fit_callbacks.append(Timer(timedelta(minutes=config.max_minutes), interval="epoch", verbose=False))
+    trainer = build_trainer(config, output, fit_callbacks)  # knows this process's rank before any work is done
+    primary = trainer.is_global_zero
+    if primary and overwrite and not resume:
+        for p in (*existing, epoch_log):
             p.unlink(missing_ok=True)
     output.mkdir(parents=True, exist_ok=True)
     if resume and split_file is None and (output / "split.csv").exists():
@@ -131,42 +167,38 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
                                f"{len(index.classes)} classes")
         index.classes = list(config.class_names)
     splits, warnings = prepare_splits(index, config, split_file)
-    for w in warnings:
-        log.warning(w)
-    write_split_file(output / "split.csv", splits)
+    if primary:
+        for w in warnings:
+            log.warning(w)
+        # Written aside and renamed: under torchrun the other ranks may be reading the previous split.csv now.
+        write_split_file(output / "split.csv.tmp", splits)
+        os.replace(output / "split.csv.tmp", output / "split.csv")
     pre = resolve_preprocessing(config)
     teachers = load_teachers(config, index, pre)  # before decoding: a wrong teacher fails in seconds
-    data_module = ImageDataModule(index, splits, config, pre, cache_dir=output / ".cache")
+    data_module = ImageDataModule(index, splits, config, pre, cache_dir=output / ".cache",
+                                  local_rank=trainer.local_rank, world_size=trainer.world_size)
     data_module.setup("fit")
     decoded, skipped = data_module.decoded, data_module.skipped
     weights = data_module.class_weights()
+    same_data.digest = data_module.data_digest()
 
     module = ClassificationModule(config, len(index.classes), index.multilabel, pre,
                                   weights.tolist() if weights is not None else None)
     module.teachers = teachers
     module.cadx_meta = _meta(index, config, pre, splits, module)
-    epoch_log = output / "metrics.csv"
-    if not resume:
+    if primary and not resume:
         epoch_log.unlink(missing_ok=True)
     earlier_seconds = logged_seconds(epoch_log)  # a resumed run's training time counts its earlier sessions too
-    best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_loss", mode="min",
-                           enable_version_counter=False)
-    # Every epoch, so --resume continues where training stopped (Lightning's save_last follows the best only).
-    latest = ModelCheckpoint(dirpath=output, filename="last", enable_version_counter=False)
-    callbacks: list[L.Callback] = [best, latest, EpochLog(epoch_log), RichProgressBar(leave=True)]
-    if config.early_stopping:
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.early_stopping, mode="min"))
-    if config.max_minutes:
-        # Checked after each validated epoch, never mid-epoch: a cut epoch would be logged as a whole one and a
-        # resume would continue inside it. The budget may overrun by up to one epoch.
-        callbacks.append(Timer(timedelta(minutes=config.max_minutes), interval="epoch", verbose=False))
-    trainer = L.Trainer(
-        max_epochs=config.epochs, accelerator=config.accelerator, devices=1, precision=_precision(config),
-        callbacks=callbacks, logger=False, default_root_dir=output, deterministic="warn",
-        log_every_n_steps=10, num_sanity_val_steps=0, enable_model_summary=False)
     last = output / "last.ckpt"
     trainer.fit(module, datamodule=data_module, ckpt_path=str(last) if resume and last.exists() else None)
 
+    if not trainer.is_global_zero:  # checkpoints, metrics and everything fitted after training: rank 0's
+        if trainer.local_rank == 0:
+            shutil.rmtree(data_module.node_cache_dir(), ignore_errors=True)
+        return TrainResult(output, output / "best.ckpt", trainer.current_epoch,
+                           float(best.best_model_score or float("nan")), time.perf_counter() - started, skipped,
+                           warnings, {"split_sizes": {k: len(v) for k, v in splits.items()},
+                                      "decision_threshold": float("nan")}, rank=trainer.global_rank)
     best_path = Path(best.best_model_path) if best.best_model_path else last
     if best_path != output / "best.ckpt":
         shutil.copyfile(best_path, output / "best.ckpt")
@@ -191,6 +223,8 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
         sort_keys=False))
     seconds = time.perf_counter() - started + earlier_seconds
     summary = _summary(index, splits, decoded, skipped, warnings, weights, rows, seconds, threshold, module)
+    summary["world_size"] = trainer.world_size
+    summary["effective_batch_size"] = config.batch_size * trainer.world_size  # per-device batch x devices x nodes
     summary["out_of_distribution"] = (
         {"method": ood.method, "threshold": ood.threshold, "keep": ood.keep, **ood.fitted} if ood is not None else
         f"not fitted: {len(decoded['val'].records)} validation images, fewer than the {MIN_VALIDATION_IMAGES} a "

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cadx.data.cache import progress_bar
@@ -19,6 +20,7 @@ from cadx.interfaces.console import console, user_errors
 
 if TYPE_CHECKING:  # the engine is imported lazily so that `cadx --help` stays fast
     from cadx.engine.inference import FilePrediction
+    from cadx.engine.onnx_runtime import Verification
 
 
 def with_config_options(fn: Callable[..., None]) -> Callable[..., None]:
@@ -56,18 +58,75 @@ def with_config_options(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 @user_errors
-def models_command() -> None:
-    """List the architectures: name, parameters (at the default input, 2 classes), default input size."""
-    from cadx.models import count_parameters, create_model, list_models
+def models_command(
+    models_folder: Annotated[Path | None, typer.Option("--models-dir", help="Folder of installed models (default: "
+                                                       "CADX_MODELS_DIR, else ./models).")] = None,
+) -> None:
+    """List the architectures (parameters at the default input with 2 classes, default input size), then the models
+    installed in the models folder with each ONNX copy's verification."""
+    from cadx.engine.catalogue import models_dir
+    from cadx.models import list_models, parameter_count
 
     table = Table(title="cadx models")
     for col in ("name", "parameters (M)", "input", "channels", "description"):
         table.add_column(col)
     for info in list_models():
-        params = count_parameters(create_model(info.name, num_classes=2))
-        table.add_row(info.name, f"{params / 1e6:.2f}", f"{info.default_input_size} px",
+        table.add_row(info.name, f"{parameter_count(info.name) / 1e6:.2f}", f"{info.default_input_size} px",
                       str(info.default_in_channels), info.description)
     console.print(table)
+    _print_installed(models_folder or models_dir())
+
+
+def _print_installed(folder: Path) -> None:
+    """The models in ``folder`` (as ``cadx predict NAME`` finds them), then each ONNX copy with what its verification
+    record says: the drops against torch on validation, the CPU it was verified on, and whether it is used here."""
+    from cadx.engine.catalogue import category_of, scan
+    from cadx.engine.checkpoint import read_meta
+    from cadx.engine.meta import CheckpointError
+    from cadx.engine.onnx_runtime import BACKEND_FILES, read_verification
+
+    found = scan(folder)
+    if not found:
+        console.print(f"no installed models in {folder}", highlight=False)
+        return
+    models = Table(title=f"installed models in {folder}")
+    models.add_column("id", no_wrap=True)
+    for col in ("title", "category", "architecture", "classes"):
+        models.add_column(col)
+    copies = Table(title="their ONNX copies, verified against torch on validation")
+    copies.add_column("id", no_wrap=True)
+    copies.add_column("copy", no_wrap=True)
+    for col in ("accuracy drop (points)", "AUC drop", "assessed agreement", "images", "verified on", "used here"):
+        copies.add_column(col)
+    for name, checkpoint in found.items():
+        try:
+            meta = read_meta(checkpoint)
+        except CheckpointError as exc:
+            models.add_row(name, f"[red]unreadable[/]: {escape(str(exc))}", "", "", "")
+            continue
+        models.add_row(name, meta.title or "", category_of(meta.category, checkpoint), meta.model.name,
+                       ", ".join(meta.classes))
+        for backend, file in BACKEND_FILES.items():
+            copy = checkpoint.parent / file
+            if copy.is_file():
+                copies.add_row(name, backend, *_verification_cells(backend, read_verification(copy)))
+    console.print(models)
+    if copies.row_count:
+        console.print(copies)
+
+
+def _verification_cells(backend: str, record: Verification | None) -> list[str]:
+    """accuracy drop, AUC drop, agreement, images, CPU, used: a copy without a passing record is never used."""
+    from cadx.engine.onnx_runtime import cpu_kind, usable_here
+
+    if record is None or record.backend != backend:
+        return ["", "", "", "", "", "[yellow]no: not verified[/]"]
+    agreement = "" if record.assessed_agreement is None else f"{record.assessed_agreement:.3f}"
+    cells = [f"{100 * record.accuracy_drop:.2f}", f"{record.auc_drop:.4f}", agreement, str(record.images),
+             record.cpu or "not recorded"]
+    if not record.passed:
+        return [*cells, "[red]no: failed[/]"]
+    return [*cells, "yes" if usable_here(record) else f"[yellow]no: this CPU is {cpu_kind()}[/]"]
 
 
 def train(
@@ -85,6 +144,8 @@ def train(
 
     config = config_from_cli(settings)  # validated here, before any image is decoded
     result = run_training(data, config, output, resume=resume, overwrite=overwrite, split_file=split_file)
+    if result.rank:  # under DDP only rank 0 reports (and wrote the results)
+        return
     s = result.summary
     console.print(f"[bold green]trained[/] {config.model} for {result.epochs_run} epoch(s) in {result.seconds:.0f} s; "
                   f"split {s['split_sizes']}; best validation loss {result.best_val_loss:.4f}; "

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cadx.data.readers import UnreadableImageError
+from cadx.data.image_readers import UnreadableImageError
 from cadx.interfaces.console import console, err_console, user_errors
 
 if TYPE_CHECKING:

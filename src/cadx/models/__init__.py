@@ -11,6 +11,7 @@ from cadx.models.registry import (
     create_model,
     get_model_info,
     list_models,
+    parameter_count,
     register_model,
 )
 from cadx.models.weights import (
@@ -35,5 +36,6 @@ __all__ = [
     "get_model_info",
     "list_models",
     "load_pretrained_weights",
+    "parameter_count",
     "register_model",
 ]

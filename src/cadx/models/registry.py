@@ -7,7 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 Builder = Callable[..., nn.Module]
 
@@ -133,3 +135,28 @@ def create_model(name: str, in_channels: int | None = None, num_classes: int = 2
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements; works on meta-device models (no memory needed)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class _SkipRandomFills(TorchFunctionMode):
+    """Leaves initialisers' random fills undone: on the meta device ``normal_`` goes through a Python reference that
+    imports torch._dynamo (about a second), and a count needs shapes only."""
+
+    FILLS = frozenset({"normal_", "uniform_", "trunc_normal_", "bernoulli_", "exponential_", "random_"})
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in self.FILLS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+def parameter_count(name: str, in_channels: int | None = None, num_classes: int = 2, **options: Any) -> int:
+    """Parameters of a registered model, built on the meta device: shapes only, no memory and no initialisation
+    (VGG-16's 134 M weights take seconds to initialise on a CPU)."""
+    previous = torch.get_default_device()
+    torch.set_default_device("meta")  # not ``with torch.device("meta")``, which imports torch._dynamo too
+    try:
+        with _SkipRandomFills():
+            return count_parameters(create_model(name, in_channels, num_classes, **options))
+    finally:
+        torch.set_default_device(previous)
