@@ -197,8 +197,7 @@ def train(data: str | Path, config: TrainConfig, output: str | Path, *, resume: 
             shutil.rmtree(data_module.node_cache_dir(), ignore_errors=True)
         return TrainResult(output, output / "best.ckpt", trainer.current_epoch,
                            float(best.best_model_score or float("nan")), time.perf_counter() - started, skipped,
-                           warnings, {"split_sizes": {k: len(v) for k, v in splits.items()},
-                                      "decision_threshold": float("nan")}, rank=trainer.global_rank)
+                           warnings, rank=trainer.global_rank)  # no summary: the CLI reports rank 0's alone
     best_path = Path(best.best_model_path) if best.best_model_path else last
     if best_path != output / "best.ckpt":
         shutil.copyfile(best_path, output / "best.ckpt")

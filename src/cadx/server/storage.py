@@ -43,27 +43,22 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new owner-only file and fsync it (it is renamed into place later)."""
+    """Write ``data`` to a new owner-only staging file (``publish`` fsyncs the staged tree before its rename)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def fsync_tree(root: Path) -> None:
     """fsync every file and folder under ``root`` (and ``root``), so a rename cannot outlive the data."""
     for folder, _dirs, names in os.walk(root):
         for name in names:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(Path(folder) / name)
         fsync_dir(Path(folder))
 
 
 def fsync_dir(path: Path) -> None:
+    """fsync one folder (or file): opened read-only, which both allow."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
