@@ -80,3 +80,29 @@ def test_database_holds_no_usable_token(app_env: Env) -> None:
         hashes = list(s.scalars(select(AuthSession.token_hash)))
     assert hashes and t not in hashes
     assert app_env.client.get("/api/v1/auth/me", headers=bearer(hashes[-1])).status_code == 401
+
+
+def test_account_actions_are_audited_with_the_client_address(app_env: Env) -> None:
+    """Logout (bearer and page), password change, an admin's revoke and unlock: who, what and from where."""
+    client = TestClient(app_env.client.app)
+    login_page(client, *CLINICIAN)
+    client.post("/logout", data={"csrf_token": csrf_of(client.get("/").text)})
+    t = token(app_env.client, *CLINICIAN)
+    me = app_env.client.get("/api/v1/auth/me", headers=bearer(t)).json()
+    app_env.client.post("/api/v1/auth/logout", headers=bearer(t))
+    t = token(app_env.client, *CLINICIAN)
+    app_env.client.post("/api/v1/auth/password", headers=bearer(t),
+                        json={"current_password": CLINICIAN[1], "new_password": "a-new-password-1"})
+    admin = app_env.auth("admin")
+    app_env.client.post(f"/api/v1/auth/users/{me['id']}/revoke", headers=admin)
+    app_env.client.post("/api/v1/auth/unlock", headers=admin, json={"username": CLINICIAN[0]})
+    events = app_env.client.get("/api/v1/audit", headers=admin, params={"limit": 100}).json()
+    by_action: dict[str, list[dict]] = {}
+    for e in events:
+        by_action.setdefault(e["action"], []).append(e)
+    assert len(by_action["logout"]) == 2 and {e["detail"] for e in by_action["logout"]} == {"page", None}
+    for action, user in (("logout", CLINICIAN[0]), ("password", CLINICIAN[0]), ("revoke", "admin"),
+                         ("unlock", "admin")):
+        assert by_action[action], action
+        for e in by_action[action]:
+            assert e["username"] == user and e["client_address"] == "testclient", (action, e)

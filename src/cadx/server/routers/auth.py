@@ -39,7 +39,7 @@ def issue_token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
              summary="End the session this request is authenticated with (bearer token or cookie)")
 def logout(request: Request, repo: Repo, user: CurrentUser) -> Response:
     revoke(repo, request.state.auth_session)
-    repo.audit(user, "logout", None)
+    repo.audit(user, "logout", None, None, client_address(request))
     repo.commit()
     request.session.clear()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -52,7 +52,7 @@ def change_password(body: PasswordChangeIn, request: Request, repo: Repo, user: 
         raise ApiError(403, "the current password is wrong")
     user.password_hash = hash_password(body.new_password)
     revoke_all(repo, user.id)
-    repo.audit(user, "password", None)
+    repo.audit(user, "password", None, None, client_address(request))
     repo.commit()
     request.session.clear()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -65,20 +65,22 @@ def me(user: CurrentUser) -> UserOut:
 
 @router.post("/users/{user_id}/revoke", response_model=CountOut, responses={404: {"model": ErrorOut}},
              summary="End every session of a user (admin)")
-def revoke_user(user_id: UserId, repo: Repo, admin: AdminUser) -> CountOut:
+def revoke_user(user_id: UserId, request: Request, repo: Repo, admin: AdminUser) -> CountOut:
     if repo.user_by_id(user_id) is None:
         raise ApiError(404, f"no user {user_id}")
     count = revoke_all(repo, user_id)
-    repo.audit(admin, "revoke", None, f"user {user_id}: {count} session(s)")
+    repo.audit(admin, "revoke", None, f"user {user_id}: {count} session(s)",
+               client_address(request))
     repo.commit()
     return CountOut(count=count)
 
 
 @router.post("/unlock", response_model=CountOut, summary="Clear failed logins of an account and/or address (admin)")
-def unlock_login(body: UnlockIn, repo: Repo, admin: AdminUser) -> CountOut:
+def unlock_login(body: UnlockIn, request: Request, repo: Repo, admin: AdminUser) -> CountOut:
     if not body.username and not body.address:
         raise ApiError(422, "give a username, an address or both")
     count = unlock(repo, body.username, body.address)
-    repo.audit(admin, "unlock", None, f"user {body.username!r} address {body.address!r}")
+    repo.audit(admin, "unlock", None, f"user {body.username!r} address {body.address!r}",
+               client_address(request))
     repo.commit()
     return CountOut(count=count)

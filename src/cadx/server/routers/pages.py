@@ -78,6 +78,7 @@ def logout(request: Request, ctx: Ctx, repo: Repo, csrf: Annotated[str, Form(ali
         row = find_session(repo, ctx.tokens, sid, "cookie") if isinstance(sid, str) else None
         if row is not None:  # ends it on the server: a copy of the cookie is worthless from now on
             revoke(repo, row)
+            repo.audit(repo.user_by_id(row.user_id), "logout", None, "page", client_address(request))
             repo.commit()
         request.session.clear()
     return RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)

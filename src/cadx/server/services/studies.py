@@ -18,6 +18,7 @@ from cadx.server.db.repository import Repository
 from cadx.server.model_store import LoadedModel, ModelEntry
 from cadx.server.services.analysis import ImageAnalysis, ImageRejected, analyse_file
 from cadx.server.services.deidentify import DeidentificationError, StudyDeidentifier
+from cadx.server.services.strip_metadata import MetadataError, store_without_metadata
 from cadx.server.storage import FILE_MODE, ORIGINAL_SUFFIX, private_dir, write_private
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ def _analyse_within_budget(ctx: AppContext, model: LoadedModel, path: Path, requ
 
 
 def _store_original(upload: Path, kind: str, folder: Path, deidentifier: StudyDeidentifier) -> None:
-    """DICOM: a de-identified copy (the uploaded file is not kept); other kinds as uploaded, owner-only."""
+    """DICOM: a de-identified copy; PNG, JPEG, TIFF: a copy without metadata (EXIF, XMP, text chunks). The
+    uploaded file is not kept; the copy is owner-only."""
     dest = folder / f"original{ORIGINAL_SUFFIX.get(kind, '')}"
     if kind == "dicom":
         try:
@@ -198,8 +200,12 @@ def _store_original(upload: Path, kind: str, folder: Path, deidentifier: StudyDe
         os.chmod(dest, FILE_MODE)
         upload.unlink()
     else:
-        os.chmod(upload, FILE_MODE)
-        shutil.move(str(upload), dest)
+        try:
+            store_without_metadata(upload, kind, dest)
+        except MetadataError as exc:
+            raise ImageRejected(f"cannot remove the image's metadata: {exc}") from None
+        os.chmod(dest, FILE_MODE)
+        upload.unlink()
 
 
 def delete_study(ctx: AppContext, repo: Repository, study: Study, user: User, address: str | None = None) -> None:
