@@ -1,5 +1,6 @@
 """Inference backends of the shipped models, side by side in one process: torch fp32 (the path cadx used
-everywhere), ONNX Runtime fp32 and ONNX Runtime int8 (static QDQ, verified on validation before use).
+everywhere), torch bf16 autocast + channels-last (where bf16 is native), ONNX Runtime fp32 and ONNX Runtime int8
+(static QDQ); each verified on validation as ``cadx export --onnx --int8 --bf16`` verifies it.
 
 For each shipped model (``models/chest_xray_pneumonia``, ``models/brain_mri_tumor``): the ONNX copies are made and
 verified as ``cadx export --onnx --int8`` makes them (``cadx.engine.onnx_export``: int8 calibrated on 256 seeded
@@ -27,9 +28,11 @@ import numpy as np
 import torch
 
 from cadx.data.cache import decode_records
+from cadx.engine.bf16 import TorchBf16Predictor
+from cadx.engine.checkpoint import load_checkpoint
 from cadx.engine.decision import decision_indices
 from cadx.engine.evaluation import select_records
-from cadx.engine.hardware import describe_hardware
+from cadx.engine.hardware import describe_hardware, native_bf16
 from cadx.engine.inference import Predictor
 from cadx.engine.metrics import headline_scores
 from cadx.engine.onnx_export import CALIBRATION_IMAGES, export_onnx, quantize_int8, verify
@@ -86,7 +89,15 @@ def main() -> None:
         def probabilities(network: OnnxNetwork, predictor: Predictor = predictor):
             return lambda images: predictor._probabilities(torch.from_numpy(network.logits(images)))
 
-        runs = {"torch": predictor.predict_batch, **{k: probabilities(v) for k, v in networks.items()}}
+        runs = {"torch": predictor.predict_batch}
+        verification = {backend: record.to_dict() for (_, record), backend in
+                        zip(made, ("onnx", "onnx-int8"), strict=True)}
+        if native_bf16(torch.device("cpu")):
+            bf16 = TorchBf16Predictor(load_checkpoint(path / "model.ckpt"))  # its own copy of the network
+            runs["torch-bf16"] = bf16.predict_batch
+            verification["torch-bf16"] = verify(predictor, bf16, "torch-bf16", decoded["val"].images,
+                                                targets).to_dict()
+        runs.update({k: probabilities(v) for k, v in networks.items()})
         speed = {name: {1: [], 32: []} for name in runs}
         for _ in range(args.rounds):
             for batch in (1, 32):
@@ -111,8 +122,7 @@ def main() -> None:
         out["models"][model_id] = {
             "test_images": len(test.records), "validation_images": len(decoded["val"].records),
             "export_seconds": round(export_seconds, 1),
-            "verification": {backend: record.to_dict() for (p, record), backend in
-                             zip(made, ("onnx", "onnx-int8"), strict=True)},
+            "verification": verification,
             "file_mb": {p.name: round(p.stat().st_size / 1e6, 1) for p, _ in made},
             "backends": backends}
         print(json.dumps({model_id: {k: (round(v["speedup_batch32"], 2), round(v["test_accuracy"], 4))

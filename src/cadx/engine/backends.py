@@ -1,8 +1,10 @@
-"""Which engine runs a checkpoint's forward pass: torch (always), or a verified ONNX Runtime copy beside it.
+"""Which engine runs a checkpoint's forward pass: torch fp32 (always), torch bf16 autocast where bf16 is native,
+or a verified ONNX Runtime copy beside the checkpoint.
 
-``auto`` takes the int8 copy when it was verified (on this kind of CPU), else the fp32 copy, else torch: on the
-shipped models int8 was the fastest and fp32 ONNX the next (``benchmarks/speed/``). A copy without a passing
-verification record is never used, not even when asked for by name. The heatmap methods (Grad-CAM and its kin,
+``auto`` takes the first verified of int8 ONNX (on this kind of CPU), torch-bf16 (verified here, bf16 native), fp32
+ONNX, else torch: the order measured on the shipped models (``benchmarks/speed/``). An ONNX copy without a passing
+verification record is never used, not even when asked for by name; torch-bf16 asked for by name runs wherever bf16
+is native, verified or not (it is the checkpoint itself, rounded). The heatmap methods (Grad-CAM and its kin,
 occlusion) always run on torch.
 """
 
@@ -13,12 +15,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cadx.engine import bf16
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
-from cadx.engine.inference import Predictor
-from cadx.engine.onnx_runtime import BACKEND_FILES, OnnxNetwork, cpu_kind, read_verification, usable_here
+from cadx.engine.hardware import native_bf16
+from cadx.engine.inference import Predictor, pick_device
+from cadx.engine.onnx_runtime import (
+    BACKEND_FILES,
+    OnnxNetwork,
+    cpu_kind,
+    read_bf16_record,
+    read_verification,
+    usable_here,
+)
 
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-AUTO_ORDER = ("onnx-int8", "onnx")  # fastest first, as measured in benchmarks/speed/backends.json
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
+AUTO_ORDER = ("onnx-int8", "torch-bf16", "onnx")  # fastest first, as measured in benchmarks/speed/backends.json
 
 
 class BackendError(ValueError):
@@ -65,13 +76,23 @@ def verified_copies(checkpoint: LoadedCheckpoint) -> dict[str, Path]:
     return found
 
 
-def choose_backend(checkpoint: LoadedCheckpoint, requested: str = "auto") -> tuple[str, Path | None]:
-    """The backend to run and its file (None for torch); :class:`BackendError` naming why a requested one can't."""
+def choose_backend(checkpoint: LoadedCheckpoint, requested: str = "auto",
+                   device: str | None = None) -> tuple[str, Path | None]:
+    """The backend to run and its file (None for the torch backends); :class:`BackendError` naming why a requested
+    one can't."""
     if requested not in BACKENDS:
         raise BackendError(f"unknown backend {requested!r}; choose one of {', '.join(BACKENDS)}")
     if requested == "torch":
         return "torch", None
-    copies = verified_copies(checkpoint)
+    here = pick_device(device)
+    if requested == bf16.BACKEND:
+        if not native_bf16(here):
+            raise BackendError(f"torch-bf16: bf16 is not native on this {here.type} (needs AVX512-BF16 or AMX, or a "
+                               "GPU with bf16); use torch or an ONNX backend")
+        return bf16.BACKEND, None
+    copies: dict[str, Path | None] = dict(verified_copies(checkpoint))
+    if bf16.usable_here(read_bf16_record(checkpoint.path), here):
+        copies[bf16.BACKEND] = None
     if requested == "auto":
         return next(((b, copies[b]) for b in AUTO_ORDER if b in copies), ("torch", None))
     if requested not in copies:
@@ -90,7 +111,9 @@ def load_predictor(path: str | Path, backend: str = "auto", device: str | None =
     """A checkpoint's predictor on ``backend`` (``auto``: the fastest verified one). The predictor's ``backend``
     attribute says which one it runs."""
     checkpoint = load_checkpoint(path)
-    chosen, file = choose_backend(checkpoint, backend)
+    chosen, file = choose_backend(checkpoint, backend, device)
+    if chosen == bf16.BACKEND:
+        return bf16.TorchBf16Predictor(checkpoint, device)
     if file is None:
         return Predictor(checkpoint, device)
     return OnnxPredictor(checkpoint, OnnxNetwork(file, threads=torch.get_num_threads()), chosen, device)

@@ -23,7 +23,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -49,6 +49,12 @@ from cadx.engine.ood import logits_and_features
 
 CALIBRATION_IMAGES = 256  # training images the int8 ranges are calibrated on (a seeded sample)
 OPSET = 18
+
+
+class ScoringNetwork(Protocol):
+    """What is verified against the fp32 torch model: an ONNX copy, or the torch-bf16 predictor."""
+
+    def logits_and_features(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
 
 
 class _ScoringGraph(nn.Module):
@@ -148,10 +154,10 @@ def _scores(probs: np.ndarray, targets: Sequence[Any], pred: np.ndarray, positiv
     return scores["accuracy"], scores["auc"]
 
 
-def verify(predictor: Predictor, network: OnnxNetwork, backend: str, images: np.ndarray, targets: Sequence[Any],
+def verify(predictor: Predictor, network: ScoringNetwork, backend: str, images: np.ndarray, targets: Sequence[Any],
            *, batch_size: int = 64) -> Verification:
-    """Compare the copy with the torch model on prepared validation images: decisions at the checkpoint's
-    threshold, AUC, the largest probability difference, and agreement on which images are assessed."""
+    """Compare the copy (or the bf16 predictor) with the torch model on prepared validation images: decisions at
+    the checkpoint's threshold, AUC, the largest probability difference, and agreement on which images are assessed."""
     meta = predictor.meta
     torch_probs, torch_scores = predictor.predict_arrays_scored(images, batch_size)
     parts = [network.logits_and_features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]

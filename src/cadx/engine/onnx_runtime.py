@@ -122,10 +122,27 @@ def verification_path(model_file: str | Path) -> Path:
 
 def read_verification(model_file: str | Path) -> Verification | None:
     """The stored record of an exported copy, or None when it was never verified (then it is not used)."""
-    path = verification_path(model_file)
+    return _read_record(verification_path(model_file))
+
+
+def _read_record(path: Path) -> Verification | None:
     if not path.is_file():
         return None
     try:
         return Verification.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError):
         return None
+
+
+BF16_BACKEND = "torch-bf16"
+
+
+def bf16_record_path(checkpoint: str | Path) -> Path:
+    """Where the torch-bf16 verification of a checkpoint is kept: ``<stem>.bf16.verification.json`` beside it."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}.bf16{VERIFICATION_SUFFIX}")
+
+
+def read_bf16_record(checkpoint: str | Path) -> Verification | None:
+    record = _read_record(bf16_record_path(checkpoint))
+    return record if record is not None and record.backend == BF16_BACKEND else None

@@ -83,7 +83,7 @@ def _print_installed(folder: Path) -> None:
     from cadx.engine.catalogue import category_of, scan
     from cadx.engine.checkpoint import read_meta
     from cadx.engine.meta import CheckpointError
-    from cadx.engine.onnx_runtime import BACKEND_FILES, read_verification
+    from cadx.engine.onnx_runtime import BACKEND_FILES, bf16_record_path, read_bf16_record, read_verification
 
     found = scan(folder)
     if not found:
@@ -110,9 +110,15 @@ def _print_installed(folder: Path) -> None:
             copy = checkpoint.parent / file
             if copy.is_file():
                 copies.add_row(name, backend, *_verification_cells(backend, read_verification(copy)))
+        if bf16_record_path(checkpoint).is_file():
+            copies.add_row(name, "torch-bf16", *_verification_cells("torch-bf16", read_bf16_record(checkpoint)))
     console.print(models)
     if copies.row_count:
         console.print(copies)
+
+
+BACKEND_HELP = ("auto (the fastest verified: onnx-int8, torch-bf16, onnx, else torch), torch, torch-bf16 (where bf16 "
+                "is native), onnx or onnx-int8.")
 
 
 def _verification_cells(backend: str, record: Verification | None) -> list[str]:
@@ -126,6 +132,13 @@ def _verification_cells(backend: str, record: Verification | None) -> list[str]:
              record.cpu or "not recorded"]
     if not record.passed:
         return [*cells, "[red]no: failed[/]"]
+    if backend == "torch-bf16":
+        import torch
+
+        from cadx.engine.hardware import native_bf16
+
+        usable = record.cpu == cpu_kind() and native_bf16(torch.device("cpu"))
+        return [*cells, "yes" if usable else "[yellow]no: not this CPU, or bf16 not native[/]"]
     return [*cells, "yes" if usable_here(record) else f"[yellow]no: this CPU is {cpu_kind()}[/]"]
 
 
@@ -179,8 +192,7 @@ def evaluate_command(
     target_specificity: Annotated[float | None, typer.Option(help="... and for this specificity.")] = None,
     flip_check: Annotated[bool, typer.Option("--flip-check/--no-flip-check", help="Flag an image uncertain when "
                                              "its mirror is decided otherwise (a second forward pass).")] = True,
-    backend: Annotated[str, typer.Option(help="auto (the fastest verified copy: onnx-int8, onnx, else torch), "
-                                              "torch, onnx or onnx-int8.")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
 ) -> None:
     """Metrics with 95 % CIs, confusion matrix, ROC curves and timing: metrics.json, report.md, PNGs.
 
@@ -251,8 +263,7 @@ def predict_command(
     flip_check: Annotated[bool, typer.Option("--flip-check/--no-flip-check", help="Flag an image uncertain when "
                                              "its mirror is decided otherwise (a second forward pass per image).")]
     = True,
-    backend: Annotated[str, typer.Option(help="auto (the fastest verified copy: onnx-int8, onnx, else torch), "
-                                              "torch, onnx or onnx-int8.")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
 ) -> None:
     """Classify PNG/JPEG/DICOM images; unreadable files are reported and the rest still run."""
     import time
@@ -330,6 +341,9 @@ def export_command(
     calibration_data: Annotated[Path | None, typer.Option(help="Images to calibrate the int8 ranges on (default: "
                                                                "a sample of the checkpoint's training split).")]
     = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Verify the torch-bf16 backend (bf16 autocast) against fp32 on "
+                                                      "the validation split, so that --backend auto may pick it "
+                                                      "(where bf16 is native).")] = False,
 ) -> None:
     """Write a compact checkpoint (weights + metadata, no optimizer state) for shipping or serving, and/or its
     ONNX Runtime copies; a copy that answers differently from the checkpoint on validation is refused."""
@@ -340,8 +354,9 @@ def export_command(
 
     if (int8 or calibration_data is not None) and not onnx:
         raise ValueError("--int8 and --calibration-data need --onnx")
-    if output is None and not onnx:
-        raise ValueError("give --output FILE.ckpt for a compact checkpoint, or --onnx for ONNX copies beside it")
+    if output is None and not onnx and not bf16:
+        raise ValueError("give --output FILE.ckpt for a compact checkpoint, --onnx for ONNX copies beside it, or "
+                         "--bf16")
     source = resolve_checkpoint(checkpoint)
     target = source
     if output is not None:
@@ -352,12 +367,24 @@ def export_command(
                 shutil.copyfile(candidate, target.parent / "metrics.json")
                 break
         console.print(f"exported to [bold]{target}[/] ({target.stat().st_size / 1e6:.1f} MB)")
-    if not onnx:
-        return
-    from cadx.engine.onnx_export import export_checkpoint_copies
-
     refused = []
-    for path, record in export_checkpoint_copies(target, int8=int8, calibration_data=calibration_data):
+    if bf16:
+        from cadx.engine.bf16 import verify_checkpoint
+
+        path, record = verify_checkpoint(target)
+        if record.passed:
+            console.print(f"[bold green]verified[/] torch-bf16 ({path}): "
+                          f"{record.summary()}", highlight=False)
+        else:
+            refused.append("torch-bf16")
+            console.print(f"[bold red]refused[/] torch-bf16: {record.summary()}; allowed: {record.limits}",
+                          highlight=False)
+    copies = []
+    if onnx:
+        from cadx.engine.onnx_export import export_checkpoint_copies
+
+        copies = export_checkpoint_copies(target, int8=int8, calibration_data=calibration_data)
+    for path, record in copies:
         if record.passed:
             console.print(f"[bold green]verified[/] {path} ({path.stat().st_size / 1e6:.1f} MB): {record.summary()}",
                           highlight=False)
