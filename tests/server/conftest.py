@@ -108,7 +108,7 @@ def database_url(backend: str, db_servers, tmp: Path) -> str:  # noqa: ANN001 - 
     return create_database(server, f"cadx_test_{next(_db_numbers)}")
 
 
-def make_env(backend: str, url: str, tmp: Path, models: Path, **overrides: object) -> Iterator[Env]:
+def make_env(db_backend: str, url: str, tmp: Path, models: Path, **overrides: object) -> Iterator[Env]:
     settings = Settings(db_url=url, data_dir=tmp / "data", models_dir=models, secret_key="test-secret-key",
                         **{"max_upload_mb": 1.0, "max_pixels": 1_000_000, "feature_maps": 4, **overrides})
     web = create_app(settings)
@@ -116,7 +116,7 @@ def make_env(backend: str, url: str, tmp: Path, models: Path, **overrides: objec
     assert password, "a fresh database gets a first admin"
     add_user(web.state.ctx.session_factory, *CLINICIAN, role="clinician")
     with TestClient(web) as client:
-        yield Env(backend, client, settings, password)
+        yield Env(db_backend, client, settings, password)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -39,13 +39,18 @@ def serve_command(
     models: Annotated[Path | None, typer.Option(help="Folder of <name>/model.ckpt (+ metrics.json) "
                                                      "(default ./models; env CADX_MODELS_DIR).")] = None,
     max_upload_mb: Annotated[float | None, typer.Option(help="Per-file upload limit in MB (default 50).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend of the out-of-distribution and flip-check passes: "
+                                                     "torch (default), torch-bf16, onnx, onnx-int8 or auto; the "
+                                                     "probabilities and heatmap always come from torch fp32 "
+                                                     "(env CADX_BACKEND).")] = None,
 ) -> None:
     """Run the web page and REST API (/docs); migrates the database and creates the first admin if needed."""
     import uvicorn
 
     from cadx.server.app import create_app
 
-    settings = _settings(db_url=db, data_dir=data_dir, models_dir=models, max_upload_mb=max_upload_mb)
+    settings = _settings(db_url=db, data_dir=data_dir, models_dir=models, max_upload_mb=max_upload_mb,
+                         backend=backend)
     web = create_app(settings, log_first_admin=False)
     if web.state.first_admin_password:
         print(f"first admin: admin / {web.state.first_admin_password} (shown once)", flush=True)

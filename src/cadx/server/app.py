@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, *, log_first_admin: bool = True
     storage.prepare(known_studies=lambda ids: _known_studies(session_factory, ids))
     secret = settings.signing_key()
     ctx = AppContext(settings=settings, engine=engine, session_factory=session_factory,
-                     store=ModelStore(settings.models_dir, settings.device), storage=storage,
+                     store=ModelStore(settings.models_dir, settings.device, settings.backend), storage=storage,
                      tokens=TokenCodec(secret, settings.token_minutes),
                      templates=Jinja2Templates(directory=str(HERE / "templates")))
 

@@ -87,9 +87,10 @@ class LoadedModel:
 
 
 class ModelStore:
-    def __init__(self, models_dir: Path, device: str | None = "cpu") -> None:
+    def __init__(self, models_dir: Path, device: str | None = "cpu", backend: str = "torch") -> None:
         self.models_dir = Path(models_dir)
         self.device = device
+        self.backend = backend
         self._entries: dict[str, tuple[tuple[float, int], ModelEntry | None]] = {}
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
@@ -126,10 +127,14 @@ class ModelStore:
         with lock:
             loaded = self._loaded.get(model_id)
             if loaded is None or loaded.entry is not entry:
+                from cadx.engine.backends import BackendError, load_predictor
                 from cadx.engine.explain import Explainer
-                from cadx.engine.inference import Predictor
 
-                predictor = Predictor.from_checkpoint(entry.path, device=self.device)
+                try:
+                    predictor = load_predictor(entry.path, self.backend, device=self.device)
+                except BackendError as exc:  # the model still serves; the model list says which backend it runs
+                    log.warning("model %s: %s; using torch", model_id, exc)
+                    predictor = load_predictor(entry.path, "torch", device=self.device)
                 loaded = LoadedModel(entry, predictor, Explainer(predictor))  # the measured default
                 with self._lock:
                     self._loaded[model_id] = loaded
@@ -137,6 +142,11 @@ class ModelStore:
 
     def is_loaded(self, model_id: str) -> bool:
         return model_id in self._loaded
+
+    def backend_of(self, model_id: str) -> str | None:
+        """The backend a loaded model runs on (None until it is loaded)."""
+        loaded = self._loaded.get(model_id)
+        return loaded.predictor.backend if loaded is not None else None
 
     @staticmethod
     def _describe(model_id: str, ckpt: Path) -> ModelEntry | None:

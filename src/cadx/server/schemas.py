@@ -72,6 +72,8 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any] | None = Field(description="Test metrics from metrics.json (None when absent)")
     has_card: bool
     loaded: bool
+    backend: str | None = Field(None, description="Backend of the out-of-distribution and flip-check passes once "
+                                                  "loaded (probabilities and heatmap: torch fp32)")
 
 
 class ModelCategory(BaseModel):
@@ -175,7 +177,7 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def model_out(entry: ModelEntry, loaded: bool) -> ModelOut:
+def model_out(entry: ModelEntry, loaded: bool, backend: str | None = None) -> ModelOut:
     meta = entry.meta
     return ModelOut(id=entry.id, title=entry.title, category=entry.category, architecture=meta.model.name,
                     task=meta.task, classes=entry.classes, input_size=meta.preprocessing.image_size,
@@ -186,7 +188,8 @@ def model_out(entry: ModelEntry, loaded: bool) -> ModelOut:
                                                         specificity=_finite(p.specificity),
                                                         default=p.name == meta.default_operating_point)
                                       for p in meta.operating_points],
-                    version=entry.version, metrics=entry.metrics, has_card=entry.card is not None, loaded=loaded)
+                    version=entry.version, metrics=entry.metrics, has_card=entry.card is not None, loaded=loaded,
+                    backend=backend)
 
 
 def user_out(user: User) -> UserOut:

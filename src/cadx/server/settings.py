@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,10 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = Field(None, description="Proxy addresses whose X-Forwarded-For is trusted")
     feature_maps: int = Field(8, ge=0, description="Feature maps drawn per image (0: none)")
     device: str = Field("cpu", description="torch device for inference: cpu, cuda or auto")
+    backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8", "auto"] = Field(
+        "torch", description="Backend of the out-of-distribution and flip-check passes: torch, torch-bf16, onnx, "
+                             "onnx-int8 or auto (the fastest verified); the probabilities shown and the heatmap "
+                             "always come from torch fp32")
 
     @property
     def database_url(self) -> str:

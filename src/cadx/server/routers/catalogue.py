@@ -16,5 +16,6 @@ router = APIRouter(tags=["models"])
 def list_models(ctx: Ctx, _user: CurrentUser) -> ModelsOut:
     entries = ctx.store.entries()  # sorted by category, then id
     return ModelsOut(categories=[
-        ModelCategory(name=name, models=[model_out(e, ctx.store.is_loaded(e.id)) for e in group])
+        ModelCategory(name=name, models=[model_out(e, ctx.store.is_loaded(e.id), ctx.store.backend_of(e.id))
+                                         for e in group])
         for name, group in groupby(entries, key=lambda e: e.category)])
