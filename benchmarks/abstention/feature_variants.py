@@ -27,10 +27,10 @@ from sklearn.metrics import roc_auc_score
 
 from cadx.data.cache import decode_records
 from cadx.data.transforms import to_model_input
-from cadx.engine.evaluation import select_records
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
 from cadx.engine.ood import MAX_FIT_IMAGES
+from cadx.engine.selection import select_records
 
 OWN = ("train", "val", "test")
 

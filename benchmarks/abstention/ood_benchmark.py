@@ -32,9 +32,9 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cadx.data.readers import UnreadableImageError
-from cadx.engine.evaluation import select_records
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor, expand_inputs
+from cadx.engine.selection import select_records
 from cadx.engine.training import refit_ood
 
 ROOT = Path(__file__).resolve().parents[2]

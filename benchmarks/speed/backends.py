@@ -31,12 +31,12 @@ from cadx.data.cache import decode_records
 from cadx.engine.bf16 import TorchBf16Predictor
 from cadx.engine.checkpoint import load_checkpoint
 from cadx.engine.decision import decision_indices
-from cadx.engine.evaluation import select_records
 from cadx.engine.hardware import describe_hardware, native_bf16
 from cadx.engine.inference import Predictor
 from cadx.engine.metrics import headline_scores
 from cadx.engine.onnx_export import CALIBRATION_IMAGES, export_onnx, quantize_int8, verify
 from cadx.engine.onnx_runtime import BACKEND_FILES, OnnxNetwork
+from cadx.engine.selection import select_records
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "datasets"

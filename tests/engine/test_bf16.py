@@ -15,10 +15,10 @@ from cadx.data.cache import DecodedImages, decode_records
 from cadx.engine import backends, bf16, hardware
 from cadx.engine.backends import BackendError, choose_backend, load_predictor
 from cadx.engine.config import build_config
-from cadx.engine.evaluation import select_records
 from cadx.engine.inference import Predictor
 from cadx.engine.onnx_export import export_verified
 from cadx.engine.onnx_runtime import bf16_record_path, read_bf16_record
+from cadx.engine.selection import select_records
 from cadx.engine.training import train
 from cadx.interfaces.cli import app
 from tests.conftest import make_class_folders

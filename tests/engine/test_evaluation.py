@@ -14,8 +14,9 @@ from cadx.data.sources import DatasetError
 from cadx.data.transforms import Preprocessing
 from cadx.engine.checkpoint import META_KEY, load_checkpoint
 from cadx.engine.decision import decide
-from cadx.engine.evaluation import evaluate, select_records
+from cadx.engine.evaluation import evaluate
 from cadx.engine.meta import Provenance, new_meta
+from cadx.engine.selection import select_records
 from cadx.models import create_model
 from tests.conftest import make_class_folders
 

@@ -13,10 +13,10 @@ import torch
 from cadx.data.cache import DecodedImages, decode_records
 from cadx.engine.backends import BackendError, OnnxPredictor, choose_backend, load_predictor
 from cadx.engine.config import build_config
-from cadx.engine.evaluation import select_records
 from cadx.engine.inference import Predictor
 from cadx.engine.onnx_export import export_onnx, export_verified, verify
 from cadx.engine.onnx_runtime import OnnxNetwork, read_verification, verification_path
+from cadx.engine.selection import select_records
 from cadx.engine.training import train
 from cadx.models import create_model
 from tests.conftest import make_class_folders

@@ -71,8 +71,8 @@ def verify_checkpoint(checkpoint: str | Path) -> tuple[Path, Verification]:
     from cadx.data.cache import decode_records
     from cadx.data.sources import DatasetError
     from cadx.engine.catalogue import resolve_checkpoint
-    from cadx.engine.evaluation import select_records
     from cadx.engine.onnx_export import verify
+    from cadx.engine.selection import select_records
 
     fp32 = Predictor.from_checkpoint(resolve_checkpoint(checkpoint))
     bf16 = TorchBf16Predictor(fp32.checkpoint)  # the same network (now channels-last: fp32 results unchanged)

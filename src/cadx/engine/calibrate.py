@@ -14,10 +14,10 @@ from cadx.data.cache import DecodedImages, decode_records
 from cadx.data.sources import DatasetError
 from cadx.engine.calibration import apply, fit_calibration
 from cadx.engine.checkpoint import load_checkpoint, update_meta
-from cadx.engine.evaluation import select_records
 from cadx.engine.inference import Predictor
 from cadx.engine.meta import DEFAULT_THRESHOLD, Calibration, CheckpointMeta, OperatingPoint
 from cadx.engine.operating_points import BALANCED, DEFAULT_TARGET, choose_operating_points
+from cadx.engine.selection import select_records
 
 MIN_CALIBRATION_IMAGES = 20  # fewer validation images than this: no temperature is fitted (identity)
 

@@ -223,7 +223,7 @@ def export_checkpoint_copies(checkpoint: str | Path, *, int8: bool, calibration_
     from cadx.data.cache import decode_records
     from cadx.data.sources import DatasetError
     from cadx.engine.catalogue import resolve_checkpoint
-    from cadx.engine.evaluation import select_records
+    from cadx.engine.selection import select_records
 
     predictor = Predictor.from_checkpoint(resolve_checkpoint(checkpoint))
     index, records = select_records(predictor.checkpoint, None, "val")

@@ -32,13 +32,13 @@ from cadx.engine.callbacks import EpochLog, SameDataOnEveryRank, logged_seconds,
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint, update_meta
 from cadx.engine.config import TrainConfig
 from cadx.engine.datamodule import ImageDataModule
-from cadx.engine.evaluation import select_records
 from cadx.engine.hardware import describe_hardware
 from cadx.engine.inference import Predictor
 from cadx.engine.meta import CheckpointMeta, Provenance, new_meta
 from cadx.engine.module import ClassificationModule
 from cadx.engine.ood import DEFAULT_KEEP, DEFAULT_METHOD, OodModel
 from cadx.engine.plots import plot_training_curves
+from cadx.engine.selection import select_records
 from cadx.models import IMAGENET_MEAN, IMAGENET_STD, count_parameters, embedded_metadata, get_model_info
 
 log = logging.getLogger(__name__)
