@@ -453,3 +453,53 @@ def test_export_onnx_then_predict_and_evaluate_on_it(trained, tmp_path: Path) ->
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["backend"] == "onnx"
     result = invoke("export", run, "--int8")
     assert result.exit_code == 2 and "--int8 and --calibration-data need --onnx" in result.output
+
+
+def _flat(result) -> str:
+    """The output with Rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def test_predict_streams_rows_and_resumes_where_it_stopped(trained, tmp_path: Path) -> None:
+    """Decode workers give the same rows as decoding in process; an interrupted run (its last row cut off) is
+    resumed: the files already written are skipped, the cut-off one done again, and every file appears once."""
+    data, run = trained
+    images = [data / "pneumonia", data / "normal"]
+    serial, parallel = tmp_path / "serial.csv", tmp_path / "parallel.jsonl"
+    first = invoke("predict", run, *images, "--output", serial, "--workers", "0", "--batch-size", "8")
+    assert first.exit_code == 0, first.output
+    assert "0 decode worker(s)" in _flat(first) and "80 image(s), 0 unreadable" in _flat(first)
+    assert invoke("predict", run, *images, "--output", parallel, "--workers", "2", "--batch-size", "8").exit_code == 0
+    rows = list(csv.DictReader(serial.open()))
+    streamed = [json.loads(line) for line in parallel.read_text().splitlines()]
+    assert [r["file"] for r in rows] == [r["file"] for r in streamed] and len(rows) == 80
+    assert [r["prediction"] for r in rows] == [r["prediction"] or "" for r in streamed]
+    np.testing.assert_allclose([float(r["p_pneumonia"]) for r in rows], [r["p_pneumonia"] for r in streamed],
+                               atol=1e-6)
+    # a crash after 30 rows, in the middle of the 31st
+    lines = serial.read_text().splitlines(keepends=True)
+    serial.write_text("".join(lines[:31]) + lines[31][:7])
+    again = invoke("predict", run, *images, "--output", serial, "--resume", "--workers", "0")
+    assert again.exit_code == 0, again.output
+    assert "50 image(s)" in _flat(again) and "30 already in" in _flat(again)
+    resumed = list(csv.DictReader(serial.open()))
+    assert sorted(r["file"] for r in resumed) == sorted(r["file"] for r in rows)
+    assert {r["file"]: r["prediction"] for r in resumed} == {r["file"]: r["prediction"] for r in rows}
+    done = invoke("predict", run, *images, "--output", serial, "--resume")
+    assert done.exit_code == 0 and "0 image(s)" in _flat(done) and "80 already in" in _flat(done)
+    assert len(list(csv.DictReader(serial.open()))) == 80
+
+
+def test_predict_refuses_outputs_it_cannot_resume(trained, tmp_path: Path) -> None:
+    data, run = trained
+    image = next((data / "normal").glob("*.png"))
+    assert "--resume needs --output" in _flat(invoke("predict", run, image, "--resume"))
+    assert "--resume needs a .csv or .jsonl" in _flat(invoke("predict", run, image, "--output", tmp_path / "a.json",
+                                                             "--resume"))
+    assert "write results to a .csv, .jsonl or .json" in _flat(invoke("predict", run, image, "--output",
+                                                                      tmp_path / "a.txt"))
+    other = tmp_path / "other.csv"
+    other.write_text("file,prediction,p_cat,p_dog\nx.png,cat,0.9,0.1\n")
+    refused = invoke("predict", run, image, "--output", other, "--resume")
+    assert refused.exit_code == 2 and "written for other classes" in _flat(refused)
+    assert other.read_text().startswith("file,prediction,p_cat")  # left as it was

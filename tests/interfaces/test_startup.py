@@ -24,7 +24,7 @@ from cadx.engine.onnx_runtime import Verification, cpu_kind, verification_path
 from cadx.interfaces.cli import app
 from cadx.models import create_model
 
-HEAVY = ("torch", "lightning", "pytorch_lightning", "monai")
+HEAVY = ("torch", "lightning", "pytorch_lightning", "monai", "sklearn", "scipy")
 REPORT = f"import json, sys; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
 
 
@@ -84,6 +84,7 @@ assert result.exit_code == 0, result.output
     loaded = _loaded_after(code)
     assert json.loads(out.read_text())[0]["backend"] == "onnx"
     assert "lightning" not in loaded and "pytorch_lightning" not in loaded and "monai" not in loaded
+    assert "sklearn" not in loaded and "scipy" not in loaded  # fitting needs them, predicting does not
 
 
 def test_models_lists_the_installed_models_and_their_verification(onnx_model: Path) -> None:

@@ -14,10 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
 
 from cadx.engine.meta import Calibration, CheckpointMeta
-from cadx.engine.metrics import N_BOOTSTRAP
 
 N_BINS = 15  # equal-width confidence bins of the ECE and the reliability diagram (Guo et al. 2017)
 LOG_T_BOUNDS = (-3.0, 3.0)  # temperatures between 0.05 and 20: wider never helped a network we trained
@@ -67,6 +65,8 @@ def _nll_at(logits: np.ndarray, y: np.ndarray, t: float, kind: str) -> float:
 
 def _fit_one(logits: np.ndarray, y: np.ndarray, kind: str) -> float:
     """The temperature minimising the NLL: a bounded 1-D search on log T (the NLL is smooth and unimodal in T)."""
+    from scipy.optimize import minimize_scalar  # fitting only: predicting needs no SciPy
+
     found = minimize_scalar(lambda s: _nll_at(logits, y, float(np.exp(s)), kind), bounds=LOG_T_BOUNDS,
                             method="bounded", options={"xatol": 1e-4})
     return float(np.exp(found.x))
@@ -165,16 +165,20 @@ def nll(y: np.ndarray, probs: np.ndarray, multilabel: bool = False) -> float:
 SCORES = {"ece": ece, "brier": brier, "nll": nll}
 
 
-def calibration_scores(y: np.ndarray, probs: np.ndarray, multilabel: bool = False, *, n_bootstrap: int = N_BOOTSTRAP,
+def calibration_scores(y: np.ndarray, probs: np.ndarray, multilabel: bool = False, *, n_bootstrap: int | None = None,
                        seed: int = 0) -> dict[str, Any]:
     """ECE, Brier and NLL with their 95 % percentile bootstrap intervals (``n_bootstrap`` seeded resamples)."""
     return paired_calibration_scores(y, {"probs": probs}, multilabel, n_bootstrap=n_bootstrap, seed=seed)["probs"]
 
 
 def paired_calibration_scores(y: np.ndarray, variants: dict[str, np.ndarray], multilabel: bool = False, *,
-                              n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, dict[str, Any]]:
+                              n_bootstrap: int | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
     """:func:`calibration_scores` of several probability sets of the same images (e.g. before and after
-    calibration); every resample draws the same images for all of them, so their intervals are comparable."""
+    calibration); every resample draws the same images for all of them, so their intervals are comparable;
+    ``n_bootstrap`` defaults to ``cadx.engine.metrics``' count (imported here: predicting needs no scikit-learn)."""
+    from cadx.engine.metrics import N_BOOTSTRAP
+
+    n_bootstrap = N_BOOTSTRAP if n_bootstrap is None else n_bootstrap
     y = np.asarray(y)
     out: dict[str, dict[str, Any]] = {}
     for name, probs in variants.items():

@@ -3,22 +3,21 @@ by predict, evaluate, the explainer and the server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cadx.data.quality import quality_problem
-from cadx.data.readers import IMAGE_SUFFIXES, UnreadableImageError, read_header_if_dicom, read_image
+from cadx.data.readers import IMAGE_SUFFIXES
 from cadx.data.transforms import prepare_image, to_model_input
 from cadx.engine.calibration import probabilities as calibrated_probabilities
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.decision import Decision, decide, decide_all
+from cadx.engine.decoding import DecodedFile, ImageDecoder, decoded_batches
 from cadx.engine.meta import CheckpointMeta
 from cadx.engine.ood import OodModel, logits_and_features
-from cadx.engine.scope import SCOPES, scope_warning
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -51,28 +50,21 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> Predictor:
         return cls(load_checkpoint(path), device)
 
+    def decoder(self, frame: int | None = None) -> ImageDecoder:
+        """Files to this model's prepared inputs (``cadx.engine.decoding``), picklable for decode workers."""
+        return ImageDecoder(self.pre, self.checkpoint.category, frame)
+
     def read(self, path: str | Path, frame: int | None = None, max_pixels: int | None = None) -> np.ndarray:
-        """Decode a file the way this model was trained (DICOM window included; multi-frame: middle or ``frame``);
-        ``max_pixels`` refuses larger images before they are decoded (``UnreadableImageError``)."""
-        extra = {} if max_pixels is None else {"max_pixels": max_pixels}
-        return read_image(path, window=self.pre.window, frame=frame, **extra)
+        """Decode a file the way this model was trained (``ImageDecoder.read``)."""
+        return self.decoder(frame).read(path, max_pixels)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return prepare_image(image, self.pre)
 
     def input_problem(self, path: str | Path | None, image: np.ndarray,
                       header: Mapping[str, object] | None = None) -> str | None:
-        """Why this decoded image cannot be judged before the network runs, else None: its DICOM header or colour
-        against the model's category (``cadx.engine.scope``; the more specific reason, so it comes first), then its
-        quality (``cadx.data.quality``). A caller that read the header already passes it."""
-        category = self.checkpoint.category
-        if category in SCOPES:  # no file I/O when there is nothing to check
-            if header is None:
-                header = read_header_if_dicom(path) if path is not None else {}
-            problem = scope_warning(category, header, image)
-            if problem:
-                return problem
-        return quality_problem(image, self.pre.image_size)
+        """Why this decoded image cannot be judged before the network runs, else None (``ImageDecoder``)."""
+        return self.decoder().input_problem(path, image, header)
 
     def _tensor(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         # Memory-mapped or broadcast arrays are read-only; torch wants a writable buffer.
@@ -144,40 +136,32 @@ class Predictor:
         _, scores = self.predict_scored(prepared[None])
         return self.ood_reasons(scores, 1)[0]
 
-    def predict_files(self, files: Iterable[Path], batch_size: int = 32, frame: int | None = None,
+    def predict_files(self, files: Sequence[str | Path], batch_size: int = 32, frame: int | None = None,
                       threshold: float | None = None, *, operating_point: str | None = None,
-                      flip_check: bool = False) -> Iterator[FilePrediction]:
-        """Each file's probabilities and decision (at ``threshold``, else the named ``operating_point``'s, else the
-        model's; not assessed, with the reason, when the image cannot be judged; ``flip_check``: a second forward
-        pass on the mirrored images, whose disagreement makes the answer uncertain); unreadable files come back
-        with their error and the others still run."""
-        options = {"operating_point": operating_point, "flip_check": flip_check}
-        pending: list[tuple[str, np.ndarray, str | None]] = []
-        for file in files:
-            try:
-                image = self.read(file, frame)
-                pending.append((str(file), self.prepare(image), self.input_problem(file, image)))
-            except UnreadableImageError as exc:
-                yield FilePrediction(str(file), None, error=exc.reason)
-                continue
-            if len(pending) == batch_size:
-                yield from self._flush(pending, threshold, **options)
-                pending = []
-        yield from self._flush(pending, threshold, **options)
+                      flip_check: bool = False, workers: int = 0) -> Iterator[FilePrediction]:
+        """Each file's probabilities and decision, in order (at ``threshold``, else the named ``operating_point``'s,
+        else the model's; not assessed, with the reason, when the image cannot be judged; ``flip_check``: a second
+        forward pass on the mirrored images, whose disagreement makes the answer uncertain); unreadable files come
+        back with their error and the others still run. ``workers``: decode processes running ahead of the
+        network (``cadx.engine.decoding``)."""
+        for batch in decoded_batches(files, self.decoder(frame), batch_size, workers):
+            readable = [d for d in batch if d.error is None]
+            done = {id(d): p for d, p in zip(readable, self._flush(readable, threshold, operating_point=operating_point,
+                                                                   flip_check=flip_check), strict=True)}
+            for decoded in batch:
+                yield done.get(id(decoded)) or FilePrediction(decoded.file, None, error=decoded.error)
 
-    def _flush(self, pending: list[tuple[str, np.ndarray, str | None]], threshold: float | None, *,
-               operating_point: str | None, flip_check: bool) -> Iterator[FilePrediction]:
+    def _flush(self, pending: list[DecodedFile], threshold: float | None, *,
+               operating_point: str | None, flip_check: bool) -> list[FilePrediction]:
         if not pending:
-            return
-        batch = np.stack([img for _, img, _ in pending])
+            return []
+        batch = np.stack([d.image for d in pending])
         probs, scores = self.predict_scored(batch)
-        reasons = [problem or ood for (_, _, problem), ood in zip(pending, self.ood_reasons(scores, len(pending)),
-                                                                   strict=True)]
+        reasons = [d.problem or ood for d, ood in zip(pending, self.ood_reasons(scores, len(pending)), strict=True)]
         flipped = self.predict_flipped(batch) if flip_check else None
         decisions = decide_all(probs, self.meta, threshold, reasons=reasons, operating_point=operating_point,
                                flipped=flipped)
-        for (name, _, _), p, d in zip(pending, probs, decisions, strict=True):
-            yield FilePrediction(name, p, d)
+        return [FilePrediction(f.file, p, d) for f, p, d in zip(pending, probs, decisions, strict=True)]
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None,
                reason: str | None = None, *, operating_point: str | None = None,

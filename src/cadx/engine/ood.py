@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.covariance import LedoitWolf
 from torch import nn
 
 METHODS = ("mahalanobis", "energy")
@@ -128,6 +127,8 @@ class OodModel:
 
 
 def _fit_stage(features: np.ndarray, labels: np.ndarray) -> StageFit:
+    from sklearn.covariance import LedoitWolf  # fitting only: scoring needs no scikit-learn
+
     f = features.astype(np.float64)
     classes = np.unique(labels)
     means = np.stack([f[labels == c].mean(axis=0) for c in classes])

@@ -3,9 +3,7 @@ each parses its options, calls the engine and prints; ``cadx.interfaces.cli`` pu
 
 from __future__ import annotations
 
-import csv
 import inspect
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
@@ -255,8 +253,15 @@ def predict_command(
     = None,
     threshold: Annotated[float | None, typer.Option(help="Binary decision threshold (default: the model's).")]
     = None,
-    output: Annotated[Path | None, typer.Option(help="Write results to FILE.csv or FILE.json.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write results to FILE.csv or FILE.jsonl (row by row, as they "
+                                                     "come) or FILE.json (at the end).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip the files already in --output (CSV/JSONL, from an "
+                                                          "interrupted run of the same model) and append the rest.")]
+    = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    workers: Annotated[int | None, typer.Option(help="Processes decoding images ahead of the network (default: "
+                                                     "all cores but one, at most 4; 0: decode in this process).")]
+    = None,
     frame: Annotated[int | None, typer.Option(help="Frame of multi-frame DICOMs (default: the middle one).")] = None,
     operating_point: Annotated[str | None, typer.Option(help="Decide at this stored operating point (balanced, "
                                                              "high-sensitivity, high-specificity).")] = None,
@@ -271,7 +276,9 @@ def predict_command(
     from cadx.engine.backends import load_predictor
     from cadx.engine.catalogue import DEFAULT_MODEL, models_dir, names_a_checkpoint
     from cadx.engine.decision import resolve_operating_point
+    from cadx.engine.decoding import auto_workers
     from cadx.engine.inference import expand_inputs
+    from cadx.interfaces.prediction_output import PredictionWriter, already_done, check_output
 
     paths = list(paths or [])
     if not names_a_checkpoint(checkpoint):  # images only: the shipped default model
@@ -280,28 +287,52 @@ def predict_command(
                       "(paediatric chest X-rays; name another checkpoint first for other images)", highlight=False)
     if not paths:
         raise ValueError("give the image files or folders to classify after the checkpoint")
+    if resume and output is None:
+        raise ValueError("--resume needs --output: the file whose rows are kept")
+    if output is not None:
+        check_output(output, resume)
+    if workers is not None and workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {workers}")
     predictor = load_predictor(checkpoint, backend)
     resolve_operating_point(predictor.meta, threshold, operating_point=operating_point)  # fails before any image
     files = expand_inputs(paths)
     if not files:
         raise ValueError(f"no image files found in {', '.join(map(str, paths))}")
-    rows = []
+    done = already_done(output, predictor.classes) if resume and output is not None else set()
+    todo = [f for f in files if str(f) not in done]
+    workers = auto_workers(len(todo), batch_size) if workers is None else workers
+    shown: list[dict[str, Any]] = []  # the table's rows: all of them without --output, else up to TABLE_ROWS + 1
+    counts = {"images": 0, "unreadable": 0, "not assessed": 0}
     started = time.perf_counter()
-    with progress_bar() as progress:
-        task = progress.add_task("Classifying", total=len(files))
-        for pred in predictor.predict_files(files, batch_size, frame, threshold, operating_point=operating_point,
-                                            flip_check=flip_check):
-            rows.append({**_prediction_row(pred, predictor.classes), "backend": predictor.backend})
-            progress.advance(task)
+    writer = PredictionWriter(output, predictor.classes, resume=resume) if output is not None else None
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task("Classifying", total=len(todo))
+            for pred in predictor.predict_files(todo, batch_size, frame, threshold, operating_point=operating_point,
+                                                flip_check=flip_check, workers=workers):
+                row = {**_prediction_row(pred, predictor.classes), "backend": predictor.backend}
+                counts["images"] += 1
+                counts["unreadable"] += bool(row["error"])
+                counts["not assessed"] += row["assessed"] is False
+                if writer is not None:
+                    writer.write(row)
+                if writer is None or len(shown) <= TABLE_ROWS:
+                    shown.append(row)
+                rate = counts["images"] / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, advance=1, description=f"Classifying ({rate:.1f} images/s)")
+    finally:
+        if writer is not None:
+            writer.close()
     seconds = time.perf_counter() - started
-    _print_predictions(rows, predictor.classes)
-    failed = sum(1 for r in rows if r["error"])
-    console.print(f"{len(rows)} image(s), {failed} unreadable, {len(rows) / max(seconds, 1e-9):.1f} images/s "
-                  f"(decode included), backend {predictor.backend}", highlight=False)
+    if writer is None or len(shown) <= TABLE_ROWS:
+        _print_predictions(shown, predictor.classes)
+    skipped = f", {len(files) - len(todo)} already in {output} skipped" if resume else ""
+    console.print(f"{counts['images']} image(s), {counts['unreadable']} unreadable, {counts['not assessed']} not "
+                  f"assessed{skipped}; {counts['images'] / max(seconds, 1e-9):.1f} images/s (decode included, "
+                  f"{workers} decode worker(s)), backend {predictor.backend}", highlight=False)
     if output:
-        _write_predictions(rows, predictor.classes, output)
         console.print(f"written to [bold]{output}[/]")
-    if all(r["error"] for r in rows):
+    if counts["images"] and counts["unreadable"] == counts["images"]:
         raise typer.Exit(1)
 
 
@@ -446,6 +477,9 @@ def calibrate_command(
     console.print(f"written to [bold]{path}[/]")
 
 
+TABLE_ROWS = 50  # with --output, a longer run prints only its summary
+
+
 def _prediction_row(pred: FilePrediction, classes: list[str]) -> dict[str, Any]:
     """One row of the table, CSV and JSON: the prediction's own decision, never re-derived here."""
     decision = pred.decision
@@ -480,16 +514,3 @@ def _print_predictions(rows: list[dict[str, Any]], classes: list[str]) -> None:
     if declined:
         console.print(f"[yellow]{declined} image(s) not assessed[/] (the model cannot judge them; see the reason): "
                       "no finding is given for them.")
-
-
-def _write_predictions(rows: list[dict[str, Any]], classes: list[str], output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix.lower() == ".json":
-        output.write_text(json.dumps(rows, indent=2))
-        return
-    fields = ["file", "prediction", "probability", "threshold", "operating_point", "assessed", "reason", "uncertain",
-              "uncertain_reason", *[f"p_{c}" for c in classes], "error", "backend"]
-    with output.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
