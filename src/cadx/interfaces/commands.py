@@ -269,6 +269,13 @@ def predict_command(
                                              "its mirror is decided otherwise (a second forward pass per image).")]
     = True,
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+    engine: Annotated[str, typer.Option(help="local: this process (and its decode workers); ray: a Ray Data "
+                                             "pipeline of predictor actors (pip install 'cadx[ray]').")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to run on (default: RAY_ADDRESS, else a local "
+                                                         "Ray on this machine).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Ray predictor actors (default: the cluster's CPUs less "
+                                                         "one).")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray predictor actor (0: CPU only).")] = 0.0,
 ) -> None:
     """Classify PNG/JPEG/DICOM images; unreadable files are reported and the rest still run."""
     import time
@@ -293,6 +300,8 @@ def predict_command(
         check_output(output, resume)
     if workers is not None and workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {workers}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
     predictor = load_predictor(checkpoint, backend)
     resolve_operating_point(predictor.meta, threshold, operating_point=operating_point)  # fails before any image
     files = expand_inputs(paths)
@@ -301,16 +310,28 @@ def predict_command(
     done = already_done(output, predictor.classes) if resume and output is not None else set()
     todo = [f for f in files if str(f) not in done]
     workers = auto_workers(len(todo), batch_size) if workers is None else workers
+    if engine == "ray":
+        from cadx.engine.ray_inference import PredictionOptions, RayOptions, predict_with_ray
+
+        results = predict_with_ray(predictor.checkpoint.path, todo, backend,
+                                   PredictionOptions(batch_size, frame, threshold, operating_point, flip_check),
+                                   RayOptions(ray_address, concurrency, gpus_per_actor=gpus_per_worker))
+        workers = 0
+    else:
+        results = ((pred, predictor.backend) for pred in predictor.predict_files(
+            todo, batch_size, frame, threshold, operating_point=operating_point, flip_check=flip_check,
+            workers=workers))
     shown: list[dict[str, Any]] = []  # the table's rows: all of them without --output, else up to TABLE_ROWS + 1
     counts = {"images": 0, "unreadable": 0, "not assessed": 0}
+    backends = {predictor.backend} if engine == "local" else set()  # Ray's actors choose theirs where they run
     started = time.perf_counter()
     writer = PredictionWriter(output, predictor.classes, resume=resume) if output is not None else None
     try:
         with progress_bar() as progress:
             task = progress.add_task("Classifying", total=len(todo))
-            for pred in predictor.predict_files(todo, batch_size, frame, threshold, operating_point=operating_point,
-                                                flip_check=flip_check, workers=workers):
-                row = {**_prediction_row(pred, predictor.classes), "backend": predictor.backend}
+            for pred, made_by in results:
+                row = {**_prediction_row(pred, predictor.classes), "backend": made_by}
+                backends.add(made_by)
                 counts["images"] += 1
                 counts["unreadable"] += bool(row["error"])
                 counts["not assessed"] += row["assessed"] is False
@@ -329,7 +350,9 @@ def predict_command(
     skipped = f", {len(files) - len(todo)} already in {output} skipped" if resume else ""
     console.print(f"{counts['images']} image(s), {counts['unreadable']} unreadable, {counts['not assessed']} not "
                   f"assessed{skipped}; {counts['images'] / max(seconds, 1e-9):.1f} images/s (decode included, "
-                  f"{workers} decode worker(s)), backend {predictor.backend}", highlight=False)
+                  f"{'Ray actors' if engine == 'ray' else f'{workers} decode worker(s)'}), backend "
+                  f"{', '.join(sorted(backends)) or predictor.backend}",
+                  highlight=False)
     if output:
         console.print(f"written to [bold]{output}[/]")
     if counts["images"] and counts["unreadable"] == counts["images"]:
