@@ -28,11 +28,13 @@ HEAVY = ("torch", "lightning", "monai", "sklearn", "scipy", "pydicom", "onnxrunt
 PROBE = """
 import sys, runpy
 sys.argv = ["cadx", *sys.argv[1:]]
+code = 0
 try:
     runpy.run_module("cadx.interfaces.cli", run_name="__main__")
-except SystemExit:
-    pass
+except SystemExit as exc:
+    code = exc.code or 0
 print("LOADED=" + ",".join(m for m in {heavy} if m in sys.modules), file=sys.stderr)
+sys.exit(code)
 """
 
 
@@ -65,10 +67,13 @@ def main() -> None:
         Image.fromarray(rng.normal(110, 35, (256, 256)).clip(0, 255).astype(np.uint8)).save(image)
         out = Path(tmp) / "out.csv"
         commands = [["--help"], ["models", "--models-dir", str(ROOT / "models")],
-                    ["predict", str(MODEL), str(image), "--backend", "onnx-int8", "--output", str(out)],
-                    ["predict", str(MODEL), str(image), "--backend", "onnx", "--output", str(out)],
+                    ["predict", str(MODEL), str(image), "--backend", "auto", "--output", str(out)],
                     ["predict", str(MODEL), str(image), "--backend", "torch", "--output", str(out)]]
-        rows = [timed(c) for c in commands]
+        rows = []
+        for command in commands:  # a failing command stops the run (SystemExit's code is the process's)
+            rows.append(timed(command))
+            if command[0] == "predict":  # which backend auto chose on this CPU (only verified copies are used)
+                rows[-1]["backend"] = out.read_text().splitlines()[1].rsplit(",", 1)[1]
     for r in rows:
         shown = r["command"].replace(str(ROOT) + "/", "")
         print(f"{r['median_s']:6.2f} s  {shown}  imports: {', '.join(r['imports'])}")
