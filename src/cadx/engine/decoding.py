@@ -113,5 +113,5 @@ def decoded_batches(files: Sequence[str | Path], decoder: ImageDecoder, batch_si
     from torch.utils.data import DataLoader
 
     loader = DataLoader(_Files(files, decoder), batch_size=batch_size, num_workers=workers, collate_fn=_as_list,
-                        prefetch_factor=4, persistent_workers=False)
+                        prefetch_factor=4)
     yield from loader

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cadx.data.readers import IMAGE_SUFFIXES
-from cadx.data.transforms import prepare_image, to_model_input
+from cadx.data.transforms import to_model_input
 from cadx.engine.calibration import probabilities as calibrated_probabilities
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from cadx.engine.decision import Decision, decide, decide_all
@@ -59,7 +59,7 @@ class Predictor:
         return self.decoder(frame).read(path, max_pixels)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        return prepare_image(image, self.pre)
+        return self.decoder().prepare(image)
 
     def input_problem(self, path: str | Path | None, image: np.ndarray,
                       header: Mapping[str, object] | None = None) -> str | None:
@@ -145,11 +145,10 @@ class Predictor:
         back with their error and the others still run. ``workers``: decode processes running ahead of the
         network (``cadx.engine.decoding``)."""
         for batch in decoded_batches(files, self.decoder(frame), batch_size, workers):
-            readable = [d for d in batch if d.error is None]
-            done = {id(d): p for d, p in zip(readable, self._flush(readable, threshold, operating_point=operating_point,
-                                                                   flip_check=flip_check), strict=True)}
+            predicted = iter(self._flush([d for d in batch if d.error is None], threshold,
+                                         operating_point=operating_point, flip_check=flip_check))
             for decoded in batch:
-                yield done.get(id(decoded)) or FilePrediction(decoded.file, None, error=decoded.error)
+                yield FilePrediction(decoded.file, None, error=decoded.error) if decoded.error else next(predicted)
 
     def _flush(self, pending: list[DecodedFile], threshold: float | None, *,
                operating_point: str | None, flip_check: bool) -> list[FilePrediction]:

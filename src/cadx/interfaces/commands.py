@@ -309,15 +309,14 @@ def predict_command(
         raise ValueError(f"no image files found in {', '.join(map(str, paths))}")
     done = already_done(output, predictor.classes) if resume and output is not None else set()
     todo = [f for f in files if str(f) not in done]
-    workers = auto_workers(len(todo), batch_size) if workers is None else workers
     if engine == "ray":
         from cadx.engine.ray_inference import PredictionOptions, RayOptions, predict_with_ray
 
         results = predict_with_ray(predictor.checkpoint.path, todo, backend,
                                    PredictionOptions(batch_size, frame, threshold, operating_point, flip_check),
                                    RayOptions(ray_address, concurrency, gpus_per_actor=gpus_per_worker))
-        workers = 0
     else:
+        workers = auto_workers(len(todo), batch_size) if workers is None else workers
         results = ((pred, predictor.backend) for pred in predictor.predict_files(
             todo, batch_size, frame, threshold, operating_point=operating_point, flip_check=flip_check,
             workers=workers))

@@ -33,6 +33,21 @@ def _complete_lines(path: Path) -> bytes:
     return data[:data.rfind(b"\n") + 1]
 
 
+def _drop_cut_off_row(path: Path, chunk: int = 1 << 16) -> None:
+    """Truncate ``path`` in place after its last newline, reading only its end (the rows before it are kept)."""
+    with path.open("r+b") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - chunk)
+            fh.seek(start)
+            newline = fh.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                fh.truncate(start + newline + 1)
+                return
+            end = start
+        fh.truncate(0)
+
+
 def already_done(output: Path, classes: list[str]) -> set[str]:
     """The files an earlier run of the same model wrote to ``output`` (empty when there is no such file); an output
     written for other classes is refused rather than mixed."""
@@ -72,13 +87,13 @@ class PredictionWriter:
         output.parent.mkdir(parents=True, exist_ok=True)
         self._fh: IO[str] | None = None
         if self.kind in STREAMED:
-            kept = _complete_lines(output) if resume and output.is_file() else b""
-            with output.open("wb") as fh:  # rewritten without a cut-off last row
-                fh.write(kept)
-            self._fh = output.open("a", newline="", encoding="utf-8")
+            keep = resume and output.is_file()
+            if keep:
+                _drop_cut_off_row(output)
+            self._fh = output.open("a" if keep else "w", newline="", encoding="utf-8")
             if self.kind == ".csv":
                 self._csv = csv.DictWriter(self._fh, fieldnames=self.fields, extrasaction="ignore")
-                if not kept:
+                if not keep or output.stat().st_size == 0:
                     self._csv.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
@@ -98,9 +113,3 @@ class PredictionWriter:
             self._fh = None
         elif self.kind == ".json":
             self.output.write_text(json.dumps(self.rows, indent=2))
-
-    def __enter__(self) -> PredictionWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
