@@ -3,11 +3,16 @@
 For each shipped model, the features of every image set of ``ood_benchmark.py`` are extracted once from the shipped
 checkpoint (per ResNet stage: the channels' spatial means, their spatial standard deviations, the means over a 2 x 2
 grid; and an 8 x 8 thumbnail of the model's input), then each variant is fitted as ``cadx.engine.ood`` fits its
-score (class means and a shared Ledoit-Wolf covariance on at most 4,000 seeded training images; each distance
-standardised on validation; the limit at ``keep`` of the validation images) and reported as the share of each set not
-assessed (the limit, or cadx's input quality and scope checks) and the score's AUROC against the model's own test
-images. Variants: which feature sets, sum or maximum of the standardised distances, log distances, the relative
-Mahalanobis distance (Ren et al. 2021), and a 98.5 % limit.
+score (class means and Ledoit-Wolf covariances on at most 4,000 seeded training images; each distance standardised
+on validation; the limit at ``keep`` of the validation images) and reported as the share of each set not assessed
+(the limit, or cadx's input quality and scope checks) and the score's AUROC against the model's own test images.
+
+Variants: which feature sets; one covariance shared by the classes (Lee et al.) or one per class, with or without
+its log-determinant (with it: the class-conditional Gaussian likelihood); sum or maximum of the standardised
+distances; log distances; the relative Mahalanobis distance (Ren et al. 2021); a 98.5 % limit; and a non-parametric
+score in place of Mahalanobis: the distance to the k-th nearest training image of L2-normalised features (Sun et al.
+2022; penultimate features as in the paper, and every stage's standardised means and standard deviations, each
+distance standardised and summed).
 
 Run: ``python benchmarks/abstention/feature_variants.py`` (2 CPU cores: about 4 minutes); writes
 ``feature_variants.json``.
@@ -78,25 +83,73 @@ def features_of(model_id: str, other: str) -> tuple[dict, list[str]]:
     return sets, list(predictor.model.stage_names)
 
 
-def _fit(f: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit(f: np.ndarray, labels: np.ndarray, per_class: str | None = None) -> tuple:
+    """Class means and one shared precision; ``per_class``: a precision per class, with (``"logdet"``) or without
+    (``"distance"``) each class's log-determinant added to its distance."""
     classes = np.unique(labels)
     means = np.stack([f[labels == c].mean(0) for c in classes])
-    return means, LedoitWolf(assume_centered=True).fit(f - means[np.searchsorted(classes, labels)]).precision_
+    if per_class is None:
+        return means, LedoitWolf(assume_centered=True).fit(f - means[np.searchsorted(classes, labels)]).precision_, None
+    fits = [LedoitWolf(assume_centered=True).fit(f[labels == c] - m) for c, m in zip(classes, means, strict=True)]
+    logdets = np.array([np.linalg.slogdet(x.covariance_)[1] for x in fits]) if per_class == "logdet" else None
+    return means, np.stack([x.precision_ for x in fits]), logdets
 
 
-def _distance(fit: tuple[np.ndarray, np.ndarray], f: np.ndarray) -> np.ndarray:
-    means, precision = fit
+def _distance(fit: tuple, f: np.ndarray) -> np.ndarray:
+    means, precision, logdets = fit
     d = f[:, None, :] - means[None]
-    return np.einsum("nkd,de,nke->nk", d, precision, d).min(1)
+    if precision.ndim == 2:
+        return np.einsum("nkd,de,nke->nk", d, precision, d).min(1)
+    return (np.einsum("nkd,kde,nke->nk", d, precision, d) + (0 if logdets is None else logdets[None])).min(1)
+
+
+def _knn_distance(bank: np.ndarray, f: np.ndarray, k: int) -> np.ndarray:
+    """Euclidean distance of each L2-normalised row of ``f`` to its k-th nearest row of ``bank`` (also normalised)."""
+    kth_cosine = -np.partition(-(f @ bank.T), k - 1, axis=1)[:, k - 1]
+    return np.sqrt(np.maximum(2 - 2 * kth_cosine, 0))
+
+
+def _unit(f: np.ndarray) -> np.ndarray:
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
+def knn_variant(sets: dict, keys: list[str], *, k: int = 50, standardise: bool = True, keep: float = 0.99) -> dict:
+    """Deep nearest neighbours (Sun et al. 2022): per feature set, the k-th nearest training image's distance."""
+    parts = []
+    for key in keys:
+        train = sets["train"][key].astype(np.float64)
+        centre, spread = (train.mean(0), train.std(0) + 1e-6) if standardise else (0.0, 1.0)
+
+        def distance(name: str, key: str = key, centre=centre, spread=spread,
+                     bank: np.ndarray = _unit((train - centre) / spread)) -> np.ndarray:
+            return _knn_distance(bank, _unit((sets[name][key].astype(np.float64) - centre) / spread), k)
+        val = distance("val")
+        parts.append((distance, val.mean(), max(val.std(), 1e-9)))
+    return _rows(sets, lambda name: np.sum([(d(name) - c) / s for d, c, s in parts], axis=0), keep)
+
+
+def _rows(sets: dict, score, keep: float) -> dict:
+    """Share not assessed (the limit at ``keep`` of validation, or the input checks) and AUROC, per image set."""
+    limit = float(np.quantile(score("val"), keep))
+    own = score("test")
+    rows = {"own_test": {"n": len(own), "not_assessed": float(np.mean(own > limit))}}
+    for name in sets:
+        if name in OWN:
+            continue
+        s = score(name)
+        auroc = roc_auc_score(np.r_[np.zeros(len(own)), np.ones(len(s))], np.r_[own, s])
+        rows[name] = {"n": len(s), "not_assessed": float(np.mean((s > limit) | sets[name]["checks"])),
+                      "auroc": float(auroc)}
+    return rows
 
 
 def variant(sets: dict, keys: list[str], *, combine: str = "sum", relative: bool = False, log: bool = False,
-            keep: float = 0.99) -> dict:
+            keep: float = 0.99, per_class: str | None = None) -> dict:
     y = sets["train"]["y"].astype(int)
     parts = []
     for k in keys:
         train = sets["train"][k].astype(np.float64)
-        fit, background = _fit(train, y), (_fit(train, np.zeros(len(y), int)) if relative else None)
+        fit, background = _fit(train, y, per_class), (_fit(train, np.zeros(len(y), int)) if relative else None)
 
         def distance(name: str, k: str = k, fit: tuple = fit, background: tuple | None = background) -> np.ndarray:
             d = _distance(fit, sets[name][k])
@@ -109,17 +162,7 @@ def variant(sets: dict, keys: list[str], *, combine: str = "sum", relative: bool
     def score(name: str) -> np.ndarray:
         z = np.stack([(distance(name) - c) / s for distance, c, s in parts])
         return z.sum(0) if combine == "sum" else z.max(0)
-    limit = float(np.quantile(score("val"), keep))
-    own = score("test")
-    rows = {"own_test": {"n": len(own), "not_assessed": float(np.mean(own > limit))}}
-    for name in sets:
-        if name in OWN:
-            continue
-        s = score(name)
-        auroc = roc_auc_score(np.r_[np.zeros(len(own)), np.ones(len(s))], np.r_[own, s])
-        rows[name] = {"n": len(s), "not_assessed": float(np.mean((s > limit) | sets[name]["checks"])),
-                      "auroc": float(auroc)}
-    return rows
+    return _rows(sets, score, keep)
 
 
 def main() -> int:
@@ -140,7 +183,11 @@ def main() -> int:
         grid = [f"{s}:grid" for s in stages]
         variants = {
             "means (second version)": dict(keys=mean),
-            "means + standard deviations (shipped)": dict(keys=mean + std),
+            "means + standard deviations (third version)": dict(keys=mean + std),
+            "means + standard deviations, a covariance per class, + log-determinant (shipped)": dict(
+                keys=mean + std, per_class="logdet"),
+            "means + standard deviations, a covariance per class, distance only": dict(
+                keys=mean + std, per_class="distance"),
             "standard deviations": dict(keys=std),
             "means of a 2 x 2 grid": dict(keys=grid),
             "means + input thumbnail": dict(keys=[*mean, "input"]),
@@ -149,9 +196,13 @@ def main() -> int:
             "means, relative Mahalanobis": dict(keys=mean, relative=True),
             "means + standard deviations, 98.5 % kept": dict(keys=mean + std, keep=0.985),
         }
+        knn = {
+            "k-th nearest neighbour (k = 50), penultimate features": dict(keys=mean[-1:], standardise=False),
+            "k-th nearest neighbour (k = 50), means + standard deviations": dict(keys=mean + std),
+        }
         result["models"][model_id] = {}
-        for name, kwargs in variants.items():
-            rows = variant(sets, **kwargs)
+        for name, kwargs in [*variants.items(), *knn.items()]:
+            rows = knn_variant(sets, **kwargs) if name in knn else variant(sets, **kwargs)
             result["models"][model_id][name] = rows
             print(model_id, name, {k: round(v["not_assessed"], 3) for k, v in rows.items()}, flush=True)
         args.out.write_text(json.dumps(result, indent=2))

@@ -98,3 +98,28 @@ def test_features_are_each_stage_s_channel_means_and_spreads_and_older_fits_stil
     feats = {k: v.numpy() for k, v in features.items()}
     # a score fitted on the means alone ignores the spreads it was not fitted on
     assert np.isfinite(means_only.score(logits.detach().numpy(), feats)).all()
+
+
+def test_each_class_gets_its_own_covariance_and_shared_fits_still_score() -> None:
+    """A tight class and a wide one: next to the tight class but far beyond its spread is foreign with a covariance
+    per class; a class with too few images gives one covariance shared by all, the format older fits stored."""
+    rng = np.random.default_rng(1)
+    tight, wide = rng.normal(0, 0.1, (400, 4)), rng.normal(10, 3, (400, 4))
+    targets = np.r_[np.zeros(400, int), np.ones(400, int)]
+    val = np.r_[rng.normal(0, 0.1, (200, 4)), rng.normal(10, 3, (200, 4))]
+    train = (np.zeros((800, 2)), {"s": np.r_[tight, wide]}, targets)
+    held = (np.zeros((400, 2)), {"s": val})
+    per_class = fit_ood(train, held)
+    assert per_class.fitted["covariance"] == "per class" and per_class.stages["s"].precision.shape == (2, 4, 4)
+    beside_tight = {"s": np.full((1, 4), -1.5)}  # 15 of the tight class's spreads away, half a wide one
+    assert per_class.score(np.zeros((1, 2)), beside_tight)[0] > per_class.threshold
+    few = (np.zeros((419, 2)), {"s": np.r_[tight, wide[:19]]}, np.r_[np.zeros(400, int), np.ones(19, int)])
+    shared = fit_ood(few, held)
+    assert shared.fitted["covariance"] == "shared" and shared.stages["s"].precision.shape == (4, 4)
+    assert shared.stages["s"].logdets is None
+    stored = shared.to_dict()
+    assert "logdets" not in stored["stages"]["s"]  # the format checkpoints fitted before had
+    again = OodModel.from_dict(stored)
+    assert np.allclose(again.score(*held), shared.score(*held), rtol=1e-4, atol=1e-3)
+    assert np.allclose(OodModel.from_dict(per_class.to_dict()).score(*held), per_class.score(*held),
+                       rtol=1e-4, atol=1e-3)

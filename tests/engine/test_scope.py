@@ -51,3 +51,16 @@ def test_colour_image_is_out_of_scope_and_grey_ones_are_not() -> None:
     both = scope_warning("Brain MRI", {"Modality": "US"}, colour_photo())
     assert both is not None and "Modality US" in both and "colour image" in both
     assert scope_warning("Dermatology", {}, colour_photo()) is None  # a category without a known scope
+
+
+def test_a_description_naming_another_body_part_is_evidence_when_body_part_is_empty() -> None:
+    shoulder = {"Modality": "MR", "StudyDescription": "SHOULDER", "ProtocolName": "T1W/SE/1024"}
+    text = scope_warning("Brain MRI", shoulder)
+    assert text is not None and "description names SHOULDER" in text and "brain MRI slices" in text
+    assert scope_warning("Brain MRI", {"Modality": "MR", "SeriesDescription": "t1_mprage head"}) is None
+    # one named part inside the scope is enough; words that are no body part are no evidence
+    assert scope_warning("Chest CT", {"Modality": "CT", "StudyDescription": "CT chest/abdomen/pelvis"}) is None
+    assert scope_warning("Brain MRI", {"Modality": "MR", "SeriesDescription": "AX FLAIR with contrast"}) is None
+    # BodyPartExamined, when present, is the evidence and the description is not read
+    assert scope_warning("Chest X-ray", {"Modality": "CR", "BodyPartExamined": "CHEST",
+                                         "StudyDescription": "knee"}) is None

@@ -97,6 +97,34 @@ def test_models_lists_the_installed_models_and_their_verification(onnx_model: Pa
     assert "1.000" in copy and cpu_kind() in copy and "yes" in copy
 
 
+def test_models_loads_no_torch_and_reads_what_torch_reads(onnx_model: Path, tmp_path: Path) -> None:
+    """The listing peeks at the checkpoint without torch; the metadata is the same as torch's reading of it, its
+    stored arrays included, and an unreadable file is a row that says so."""
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.ckpt").write_bytes(b"PK not a zip")
+    code = f"""
+from typer.testing import CliRunner
+from cadx.interfaces.cli import app
+for folder in ({str(onnx_model.parent)!r}, {str(tmp_path)!r}):
+    result = CliRunner().invoke(app, ["models", "--models-dir", folder], env={{"COLUMNS": "240"}})
+    assert result.exit_code == 0, result.output
+assert "unreadable" in result.output and "broken" in result.output, result.output
+"""
+    assert _loaded_after(code) == []
+    from cadx.engine.checkpoint import read_meta
+    from cadx.engine.checkpoint_peek import peek_meta
+
+    checkpoint = onnx_model / "model.ckpt"
+    assert peek_meta(checkpoint) == read_meta(checkpoint)
+    data = torch.load(checkpoint, weights_only=False)
+    stored = {"means": torch.randn(2, 5), "half": torch.randn(3, 4).half()[:, 1:], "bf16": torch.randn(6).bfloat16()}
+    data[META_KEY]["ood"] = {"method": "mahalanobis", "arrays": stored}
+    torch.save(data, tmp_path / "with_arrays.ckpt")
+    peeked = peek_meta(tmp_path / "with_arrays.ckpt").ood["arrays"]
+    for name, tensor in stored.items():  # a strided view and bf16 too
+        assert np.array_equal(np.asarray(peeked[name]), tensor.float().numpy()), name
+
+
 def test_models_says_a_copy_verified_on_another_cpu_is_not_used(onnx_model: Path, tmp_path: Path) -> None:
     folder = tmp_path / "demo"
     folder.mkdir()

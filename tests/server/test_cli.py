@@ -1,4 +1,5 @@
-"""``cadx users add`` and a real ``cadx serve`` process: URL and first admin password printed, login works."""
+"""``cadx users add`` and real ``cadx serve`` processes: URL and first admin password printed, login works, and
+several worker processes share one database safely."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from cadx.interfaces.cli import app
@@ -64,3 +67,62 @@ def test_serve_prints_url_and_first_admin(tmp_path: Path, models_dir: Path) -> N
                           str(tmp_path / "data")], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "data" / "cadx.db").exists()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_serve_with_two_worker_processes_stores_concurrent_studies_once(
+        backend: str, tmp_path: Path, models_dir: Path, db_servers) -> None:  # noqa: ANN001 - the fixture's getter
+    """8 clients upload at once to 2 worker processes on one database: every study stored once, none lost."""
+    from tests.server.conftest import database_url
+    from tests.server.images import png_bytes
+
+    url = database_url(backend, db_servers, tmp_path)
+    port = free_port()
+    cadx = Path(sys.executable).with_name("cadx")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    added = subprocess.run([str(cadx), "users", "add", "zoe", "--password", "zoe-secret-1", "--db", url],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert added.returncode == 0, added.stderr
+    proc = subprocess.Popen([str(cadx), "serve", "--port", str(port), "--db", url, "--data-dir", str(tmp_path / "d"),
+                             "--models", str(models_dir), "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        line = ""
+        while not line.startswith("cadx is running at"):
+            line = proc.stdout.readline()
+            assert line, "cadx serve ended before it was up"
+        assert "(2 worker processes)" in line
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:  # the socket is bound before the workers have built their apps
+            try:
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200 and len(_children(proc.pid)) >= 2:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the workers did not come up"
+            time.sleep(0.5)
+        token = httpx.post(f"{base}/api/v1/auth/token", data={"username": "zoe", "password": "zoe-secret-1"},
+                           timeout=30).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def upload(n: int) -> httpx.Response:
+            return httpx.post(f"{base}/api/v1/studies", headers=headers, timeout=120,
+                              data={"model_id": "chest_xray_tiny", "patient_id": f"W-{n}"},
+                              files=[("files", (f"{n}.png", png_bytes(seed=n), "image/png"))])
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(upload, range(8)))
+        assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses]
+        ids = {r.json()["id"] for r in responses}
+        listed = httpx.get(f"{base}/api/v1/studies", headers=headers, params={"limit": 50}, timeout=30).json()
+        assert len(ids) == 8 and listed["total"] == 8 and {s["id"] for s in listed["items"]} == ids
+        assert len({p.name for p in (tmp_path / "d" / "studies").iterdir() if p.name.isdigit()}) == 8
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0

@@ -42,7 +42,7 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 METADATA_KEYWORDS = (
     "PatientID", "PatientSex", "PatientAge", "StudyDate", "StudyInstanceUID", "SeriesInstanceUID",
     "SOPInstanceUID", "SOPClassUID", "AccessionNumber", "Modality", "BodyPartExamined",
-    "StudyDescription", "SeriesDescription", "ViewPosition", "ImageLaterality", "Laterality",
+    "StudyDescription", "SeriesDescription", "ProtocolName", "ViewPosition", "ImageLaterality", "Laterality",
     "Manufacturer", "PhotometricInterpretation", "Rows", "Columns", "NumberOfFrames",
 )  # deliberately no PatientName/PatientBirthDate: nothing downstream needs them
 

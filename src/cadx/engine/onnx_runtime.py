@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from cadx.engine.hardware import cpu_kind
+
 BACKEND_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 VERIFICATION_SUFFIX = ".verification.json"
 FEATURES_KEY = "cadx_features"  # ONNX metadata: the feature outputs' names, in output order
@@ -95,14 +97,6 @@ class Verification:
     def from_dict(cls, raw: dict[str, Any]) -> Verification:
         names = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in names})
-
-
-def cpu_kind() -> str:
-    """The CPU's vector instruction set as ONNX Runtime's int8 kernels care about it, e.g. ``AVX512`` or ``AVX2``
-    (torch's detection; torch is loaded wherever a checkpoint is)."""
-    import torch
-
-    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def onnxruntime_version() -> str:

@@ -4,11 +4,15 @@ Two scores, both fitted after training and stored in the checkpoint (``Checkpoin
 
 * **Mahalanobis** (Lee et al. 2018, with their feature ensemble over layers): at the output of every stage of the
   network, two feature sets (the channels' spatial means, and their spatial standard deviations, the first-order
-  feature statistics that texture and style differences move), the smallest Mahalanobis distance to a class mean
-  with one shared covariance (Ledoit-Wolf shrinkage, scikit-learn), fitted on the training split; each distance is
-  standardised by its mean and spread on the validation split and all are summed with equal weights (no foreign data
-  is used to weigh them). On the shipped models the sum over stages rejected far more foreign images than the last
-  stage alone, and adding the standard deviations more again, at the same 99 % (``benchmarks/abstention``);
+  feature statistics that texture and style differences move), a Gaussian per class fitted on the training split
+  (Ledoit-Wolf shrinkage, scikit-learn) and the image's best class by likelihood: the smallest Mahalanobis distance
+  to a class mean plus the log-determinant of that class's covariance (-2 log p(x | class) up to a constant). Each
+  class gets its own covariance (Lee et al. share one; a class's own spread fits it more tightly) when every class
+  has ``MIN_IMAGES_PER_CLASS`` training images; else one shared covariance, as checkpoints fitted before stored.
+  Each stage's score is standardised by its mean and spread on the validation split and all are summed with equal
+  weights (no foreign data is used to weigh them). On the shipped models the sum over stages rejected far more
+  foreign images than the last stage alone, adding the standard deviations more again, and the per-class
+  covariance more again, at the same 99 % (``benchmarks/abstention``);
 * **energy** (Liu et al. 2020): ``-logsumexp(logits)``; nothing to fit but the threshold.
 
 Higher is more foreign for both. The threshold keeps a stated share (``keep``, default 99 %) of the model's own
@@ -31,6 +35,7 @@ DEFAULT_METHOD = "mahalanobis"
 DEFAULT_KEEP = 0.99
 STD_SUFFIX = ":std"
 MAX_FIT_IMAGES = 4000  # training images used for the class means and covariances (a seeded sample beyond that)
+MIN_IMAGES_PER_CLASS = 20  # fewer in any class: one covariance shared by all classes
 
 
 def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -70,16 +75,21 @@ Features = dict[str, np.ndarray]  # stage name (means) or "<stage>:std" -> (N, C
 
 @dataclass(frozen=True)
 class StageFit:
-    """One stage's class means, inverse shared covariance, and the validation mean and spread of its distances."""
+    """One stage's class means, inverse covariance (shared, or one per class with its log-determinant), and the
+    validation mean and spread of its distances."""
 
     means: np.ndarray  # (K, C)
-    precision: np.ndarray  # (C, C)
+    precision: np.ndarray  # (C, C) shared, or (K, C, C) one per class
     centre: float = 0.0
     scale: float = 1.0
+    logdets: np.ndarray | None = None  # (K,): log |covariance| of each class (per-class covariances only)
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         diffs = np.asarray(features, dtype=np.float64)[:, None, :] - self.means[None]
-        return np.einsum("nkd,de,nke->nk", diffs, self.precision, diffs).min(axis=1)
+        if self.precision.ndim == 2:
+            return np.einsum("nkd,de,nke->nk", diffs, self.precision, diffs).min(axis=1)
+        squared = np.einsum("nkd,kde,nke->nk", diffs, self.precision, diffs)
+        return (squared + (0.0 if self.logdets is None else self.logdets[None])).min(axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +122,8 @@ class OodModel:
 
         return {"method": self.method, "threshold": float(self.threshold), "keep": float(self.keep),
                 "stages": {name: {"means": tensor(f.means), "precision": tensor(f.precision), "centre": f.centre,
-                                  "scale": f.scale} for name, f in self.stages.items()},
+                                  "scale": f.scale} | ({} if f.logdets is None else {"logdets": tensor(f.logdets)})
+                           for name, f in self.stages.items()},
                 "fitted": dict(self.fitted)}
 
     @classmethod
@@ -120,20 +131,25 @@ class OodModel:
         def array(v: Any) -> np.ndarray:
             return np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, np.float64)
 
-        stages = {name: StageFit(array(f["means"]), array(f["precision"]), float(f["centre"]), float(f["scale"]))
+        stages = {name: StageFit(array(f["means"]), array(f["precision"]), float(f["centre"]), float(f["scale"]),
+                                 array(f["logdets"]) if f.get("logdets") is not None else None)
                   for name, f in (data.get("stages") or {}).items()}
         return cls(method=str(data["method"]), threshold=float(data["threshold"]), keep=float(data["keep"]),
                    stages=stages, fitted=dict(data.get("fitted") or {}))
 
 
-def _fit_stage(features: np.ndarray, labels: np.ndarray) -> StageFit:
+def _fit_stage(features: np.ndarray, labels: np.ndarray, per_class: bool) -> StageFit:
     from sklearn.covariance import LedoitWolf  # fitting only: scoring needs no scikit-learn
 
     f = features.astype(np.float64)
     classes = np.unique(labels)
     means = np.stack([f[labels == c].mean(axis=0) for c in classes])
-    centred = f - means[np.searchsorted(classes, labels)]
-    return StageFit(means, LedoitWolf(assume_centered=True).fit(centred).precision_)
+    if not per_class:
+        centred = f - means[np.searchsorted(classes, labels)]
+        return StageFit(means, LedoitWolf(assume_centered=True).fit(centred).precision_)
+    fits = [LedoitWolf(assume_centered=True).fit(f[labels == c] - m) for c, m in zip(classes, means, strict=True)]
+    logdets = np.array([np.linalg.slogdet(fit.covariance_)[1] for fit in fits])
+    return StageFit(means, np.stack([fit.precision_ for fit in fits]), logdets=logdets)
 
 
 def fit_ood(train: tuple[np.ndarray, Features, np.ndarray], val: tuple[np.ndarray, Features], *,
@@ -150,11 +166,14 @@ def fit_ood(train: tuple[np.ndarray, Features, np.ndarray], val: tuple[np.ndarra
     stages: dict[str, StageFit] = {}
     if method == "mahalanobis":
         labels = np.zeros(len(logits), dtype=int) if multilabel else np.asarray(targets, dtype=int)
+        per_class = bool(np.unique(labels, return_counts=True)[1].min() >= MIN_IMAGES_PER_CLASS)
         for name, f in features.items():
-            fit = _fit_stage(f, labels)
+            fit = _fit_stage(f, labels, per_class)
             d = fit.distance(val_features[name])
-            stages[name] = StageFit(fit.means, fit.precision, float(d.mean()), float(max(d.std(), 1e-9)))
+            stages[name] = StageFit(fit.means, fit.precision, float(d.mean()), float(max(d.std(), 1e-9)),
+                                    fit.logdets)
         fitted["stages"] = {name: int(f.means.shape[1]) for name, f in stages.items()}
+        fitted["covariance"] = "per class" if per_class else "shared"
     model = OodModel(method, float("inf"), keep, stages, fitted)
     threshold = float(np.quantile(model.score(val_logits, val_features), keep))
     return OodModel(method, threshold, keep, stages, fitted)

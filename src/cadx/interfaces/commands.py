@@ -61,16 +61,17 @@ def models_command(
                                                        "CADX_MODELS_DIR, else ./models).")] = None,
 ) -> None:
     """List the architectures (parameters at the default input with 2 classes, default input size), then the models
-    installed in the models folder with each ONNX copy's verification."""
+    installed in the models folder with each ONNX copy's verification. Loads no torch (a stored table, checkpoint
+    metadata read without it)."""
+    from cadx.engine.architecture_table import read_table
     from cadx.engine.catalogue import models_dir
-    from cadx.models import list_models, parameter_count
 
     table = Table(title="cadx models")
     for col in ("name", "parameters (M)", "input", "channels", "description"):
         table.add_column(col)
-    for info in list_models():
-        table.add_row(info.name, f"{parameter_count(info.name) / 1e6:.2f}", f"{info.default_input_size} px",
-                      str(info.default_in_channels), info.description)
+    for row in read_table():
+        table.add_row(row.name, f"{row.parameters / 1e6:.2f}", f"{row.default_input_size} px",
+                      str(row.default_in_channels), row.description)
     console.print(table)
     _print_installed(models_folder or models_dir())
 
@@ -79,7 +80,7 @@ def _print_installed(folder: Path) -> None:
     """The models in ``folder`` (as ``cadx predict NAME`` finds them), then each ONNX copy with what its verification
     record says: the drops against torch on validation, the CPU it was verified on, and whether it is used here."""
     from cadx.engine.catalogue import category_of, scan
-    from cadx.engine.checkpoint import read_meta
+    from cadx.engine.checkpoint_peek import peek_meta
     from cadx.engine.meta import CheckpointError
     from cadx.engine.onnx_runtime import BACKEND_FILES, bf16_record_path, read_bf16_record, read_verification
 
@@ -98,7 +99,7 @@ def _print_installed(folder: Path) -> None:
         copies.add_column(col)
     for name, checkpoint in found.items():
         try:
-            meta = read_meta(checkpoint)
+            meta = peek_meta(checkpoint)
         except CheckpointError as exc:
             models.add_row(name, f"[red]unreadable[/]: {escape(str(exc))}", "", "", "")
             continue
@@ -131,11 +132,9 @@ def _verification_cells(backend: str, record: Verification | None) -> list[str]:
     if not record.passed:
         return [*cells, "[red]no: failed[/]"]
     if backend == "torch-bf16":
-        import torch
+        from cadx.engine.hardware import native_bf16_cpu
 
-        from cadx.engine.hardware import native_bf16
-
-        usable = record.cpu == cpu_kind() and native_bf16(torch.device("cpu"))
+        usable = record.cpu == cpu_kind() and native_bf16_cpu()
         return [*cells, "yes" if usable else "[yellow]no: not this CPU, or bf16 not native[/]"]
     return [*cells, "yes" if usable_here(record) else f"[yellow]no: this CPU is {cpu_kind()}[/]"]
 

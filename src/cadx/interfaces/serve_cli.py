@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,9 @@ def serve_command(
                                                      "torch (default), torch-bf16, onnx, onnx-int8 or auto; the "
                                                      "probabilities and heatmap always come from torch fp32 "
                                                      "(env CADX_BACKEND).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its own copy of the models; "
+                                                     "more than one needs PostgreSQL/MySQL, or SQLite on a local "
+                                                     "disk of this host (WAL mode).")] = 1,
 ) -> None:
     """Run the web page and REST API (/docs); migrates the database and creates the first admin if needed."""
     import uvicorn
@@ -51,17 +55,44 @@ def serve_command(
 
     settings = _settings(db_url=db, data_dir=data_dir, models_dir=models, max_upload_mb=max_upload_mb,
                          backend=backend)
-    web = create_app(settings, log_first_admin=False)
+    if workers > 1 and settings.torch_threads is None:  # N processes of all-core torch would fight for the cores
+        settings = settings.model_copy(update={"torch_threads": max(1, (os.cpu_count() or 1) // workers)})
+    web = create_app(settings, log_first_admin=False)  # migrates, creates the first admin, repairs storage: once
     if web.state.first_admin_password:
         print(f"first admin: admin / {web.state.first_admin_password} (shown once)", flush=True)
     n_models = len(web.state.ctx.store.entries())
     console.print(f"{n_models} model(s) in {settings.models_dir}; data in {settings.data_dir}", highlight=False)
-    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning", proxy_headers=False))
     shown = f"[{host}]" if ":" in host else host
-    threading.Thread(target=_announce_when_up, args=(server, f"http://{shown}:{port}"), daemon=True).start()
+    url = f"http://{shown}:{port}"
+    if workers > 1:
+        web.state.ctx.engine.dispose()
+        _serve_processes(settings, host, port, workers, url)
+        return
+    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning", proxy_headers=False))
+    threading.Thread(target=_announce_when_up, args=(server, url), daemon=True).start()
     server.run()
     if not server.started:
         raise typer.Exit(1)
+
+
+def _serve_processes(settings: Any, host: str, port: int, workers: int, url: str) -> None:
+    """uvicorn's process supervisor on one listening socket: each worker builds its app from CADX_* variables
+    (``cadx.server.app.app_from_env``), which carry this command's settings."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ.update({"CADX_DB_URL": settings.database_url, "CADX_DATA_DIR": str(settings.data_dir.resolve()),
+                       "CADX_MODELS_DIR": str(settings.models_dir.resolve()),
+                       "CADX_MAX_UPLOAD_MB": str(settings.max_upload_mb), "CADX_BACKEND": settings.backend,
+                       "CADX_TORCH_THREADS": str(settings.torch_threads)})
+    config = uvicorn.Config("cadx.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                            log_level="warning", proxy_headers=False)
+    try:
+        sock = config.bind_socket()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    print(f"cadx is running at {url} ({workers} worker processes)", flush=True)
+    Multiprocess(config, sockets=[sock]).run()
 
 
 @users_app.command("add")

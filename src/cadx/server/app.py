@@ -42,6 +42,10 @@ def create_app(settings: Settings | None = None, *, log_first_admin: bool = True
     The first admin's password is on ``app.state.first_admin_password`` (``cadx serve`` prints it once).
     """
     settings = settings or Settings()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     private_dir(settings.data_dir)  # patient data: owner-only (storage.prepare repeats it for its folders)
     engine = make_engine(settings.database_url)
     upgrade_database(engine)
@@ -92,5 +96,7 @@ def _known_studies(session_factory: sessionmaker[Session], ids: list[int]) -> se
 
 
 def app_from_env() -> FastAPI:
-    """For ``uvicorn --factory cadx.server.app:app_from_env`` (settings from CADX_* variables)."""
+    """For ``uvicorn --factory cadx.server.app:app_from_env`` (settings from CADX_* variables): each process of
+    ``cadx serve --workers N`` is one. Safe side by side: migrating a schema at head and creating a first admin that
+    exists change nothing, and the study storage's repair waits for writers (a shared file lock held until commit)."""
     return create_app(Settings())

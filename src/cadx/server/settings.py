@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = Field(None, description="Proxy addresses whose X-Forwarded-For is trusted")
     feature_maps: int = Field(8, ge=0, description="Feature maps drawn per image (0: none)")
     device: str = Field("cpu", description="torch device for inference: cpu, cuda or auto")
+    torch_threads: int | None = Field(None, gt=0, description="torch threads of this server process (default: "
+                                                              "torch's, all cores; `cadx serve --workers N` gives "
+                                                              "each process its share)")
     backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8", "auto"] = Field(
         "torch", description="Backend of the out-of-distribution and flip-check passes: torch, torch-bf16, onnx, "
                              "onnx-int8 or auto (the fastest verified); the probabilities shown and the heatmap "

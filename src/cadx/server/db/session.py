@@ -32,8 +32,12 @@ def _owner_only_file(path: Path) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Foreign keys on; a file database in WAL mode, so that readers do not wait for a writer, in this process or in
+    the other workers of ``cadx serve --workers N`` (WAL needs the processes on one host: a local disk, not NFS)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    if cursor.execute("PRAGMA database_list").fetchone()[2]:  # a file, not :memory:
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 
