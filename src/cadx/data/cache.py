@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cadx.data.image_readers import UnreadableImageError
+from cadx.data.progress import progress_bar
 from cadx.data.sources import DatasetIndex, Record
 from cadx.data.transforms import Preprocessing, prepare_image
 
@@ -31,11 +31,6 @@ class DecodedImages:
     skipped: list[tuple[str, str]]  # (file, reason)
     seconds: float
     problems: list[str | None] | None = None  # the caller's ``check`` of each decoded image, aligned with records
-
-
-def progress_bar(transient: bool = True) -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), transient=transient)
 
 
 def decode_records(index: DatasetIndex, records: list[Record], pre: Preprocessing, *,

@@ -20,22 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from cadx.data.errors import UnreadableImageError
+
 __all__ = ["UnreadableImageError", "collapse_grey", "read_pil_image", "robust_to_uint8"]
 
 # Percentile sampling above this many values uses a strided subsample (deterministic, plenty accurate).
 _PERCENTILE_SAMPLE = 4_000_000
-
-
-class UnreadableImageError(ValueError):
-    """A file that cannot be turned into an image; ``str(e) == f"{path}: {reason}"``."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # keep picklable across DataLoader workers
-        return (type(self), (self.path, self.reason))
 
 
 def robust_to_uint8(arr: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:

@@ -11,18 +11,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from cadx.data.errors import DatasetError
+
+if TYPE_CHECKING:  # numpy is imported by the .npz reader: the command line's options need this module, not numpy
+    import numpy as np
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
 # Kermany names carry the patient: person1_bacteria_1.jpeg, IM-0115-0001.jpeg, NORMAL2-IM-0115-0001.jpeg.
 DEFAULT_PATIENT_PATTERN = r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as given; the message says why and where."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class DatasetIndex:
     def load(self, record: Record, *, window: tuple[float, float] | None = None) -> np.ndarray:
         """Decode one record to a display-ready uint8 array (H, W) or (H, W, 3)."""
         if self.kind == "npz":
+            import numpy as np
+
             split, idx = record.key.split("/")
             return np.ascontiguousarray(self._arrays[split][int(idx)])
         from cadx.data.readers import read_image  # pydicom is imported with the first image, not with the index
@@ -174,6 +176,8 @@ def _index_csv(manifest: Path, patient_pattern: str | None) -> DatasetIndex:
 
 
 def _index_npz(path: Path) -> DatasetIndex:
+    import numpy as np
+
     try:
         data = np.load(path)
         arrays = {k: data[k] for k in data.files}
@@ -201,6 +205,8 @@ def _index_npz(path: Path) -> DatasetIndex:
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     arr = arr.astype(np.float32)
     lo, hi = float(arr.min()), float(arr.max())
     return ((arr - lo) / max(hi - lo, 1e-8) * 255).round().astype(np.uint8)

@@ -15,11 +15,12 @@ import pickle
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from cadx.engine.meta import CheckpointError, CheckpointMeta
+
+if TYPE_CHECKING:  # numpy is imported only when a stored array is read: a listing reads none
+    import numpy as np
 
 META_KEY = "cadx"  # as cadx.engine.checkpoint.META_KEY (that module imports torch)
 _DTYPES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "LongStorage": "<i8",
@@ -42,6 +43,8 @@ class TensorStub:
         self.storage, self.offset, self.shape, self.stride = storage, int(offset), tuple(size), tuple(stride)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        import numpy as np
+
         code = _DTYPES.get(self.storage.storage_type)
         if code is None:
             raise CheckpointError(f"cannot read a tensor stored as {self.storage.storage_type} without torch")
@@ -57,7 +60,7 @@ class TensorStub:
         return values if dtype is None else values.astype(dtype)
 
     def numpy(self) -> np.ndarray:
-        return np.asarray(self)
+        return self.__array__()
 
 
 class _Inert(dict):

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from cadx.data.transforms import Preprocessing
+from cadx.data.preprocessing import Preprocessing
 
 FORMAT_VERSION = 3
 DEFAULT_THRESHOLD = 0.5  # the binary/multi-label cut of a checkpoint that never had one chosen on validation

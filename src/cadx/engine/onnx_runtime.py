@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from cadx.engine.hardware import cpu_kind
+
+if TYPE_CHECKING:  # imported by the network below; reading a verification record (``cadx models``) needs no numpy
+    import numpy as np
 
 BACKEND_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 VERIFICATION_SUFFIX = ".verification.json"
@@ -47,9 +48,13 @@ class OnnxNetwork:
         self.feature_names: list[str] = json.loads(meta.get(FEATURES_KEY, "[]"))
 
     def logits(self, images: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         return self.session.run(["logits"], {"images": np.ascontiguousarray(images, dtype=np.uint8)})[0]
 
     def logits_and_features(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        import numpy as np
+
         logits, *features = self.session.run(None, {"images": np.ascontiguousarray(images, dtype=np.uint8)})
         return logits, dict(zip(self.feature_names, features, strict=True))
 

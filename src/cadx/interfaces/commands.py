@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cadx.data.cache import progress_bar
+from cadx.data.progress import progress_bar
 from cadx.engine.config import TrainConfig, cli_fields, config_from_cli
 from cadx.interfaces.console import console, user_errors
 

@@ -12,8 +12,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from cadx.data.image_readers import UnreadableImageError
-from cadx.data.sources import DatasetError
+from cadx.data.errors import DatasetError, UnreadableImageError
 from cadx.engine.meta import CheckpointError
 
 console = Console()

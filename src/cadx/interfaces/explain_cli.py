@@ -9,13 +9,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cadx.data.image_readers import UnreadableImageError
+from cadx.data.errors import UnreadableImageError
 from cadx.interfaces.console import console, err_console, user_errors
 
 if TYPE_CHECKING:
@@ -56,6 +55,8 @@ def explain_command(
 
     Unreadable files are reported and skipped; the exit code is non-zero only if no image could be explained.
     """
+    from numpy import save as save_array
+
     from cadx.engine.decision import resolve_threshold
     from cadx.engine.explain import Explainer
     from cadx.engine.inference import Predictor, expand_inputs
@@ -100,7 +101,7 @@ def explain_command(
                                        decide=lambda p, r=reason: predictor.decide(p, threshold, r))
             stem = _unique_stem(file, used)
             (output / f"{stem}_overlay.png").write_bytes(result.overlay_png)
-            np.save(output / f"{stem}_heatmap.npy", result.heatmap)
+            save_array(output / f"{stem}_heatmap.npy", result.heatmap)
             if result.feature_maps_png is not None:
                 (output / f"{stem}_features.png").write_bytes(result.feature_maps_png)
             decision = result.decision
@@ -138,7 +139,7 @@ def _write_faithfulness(curves: list[dict[str, object]], explainer: Explainer, p
     from cadx.engine import faithfulness as f
 
     def mean(key: str) -> float | None:
-        return float(np.mean([c[key] for c in curves])) if curves else None
+        return sum(float(c[key]) for c in curves) / len(curves) if curves else None
 
     first = curves[0] if curves else {}
     report = {"method": explainer.method, "layer": explainer.layer, "described": explainer.describe(),
