@@ -1,37 +1,32 @@
 """Pictures for explanations: the Grad-CAM overlay and the per-stage feature-map tiles, as PNG bytes.
 
-Figures use matplotlib's object API with an Agg canvas (no pyplot global state, so a web server may render from
-several threads) and are encoded by Pillow from one ``canvas.draw()``: ``savefig`` draws the figure a second time
-and costs ~3x more, which matters when every web prediction is explained.
+Both are drawn with Pillow and numpy (matplotlib gives only its colour maps and its DejaVu font): every web
+prediction is explained, and a matplotlib figure cost about 95 ms of the overlay's 137 ms on one CPU thread
+(``benchmarks/explain_timing.py``). Nothing here holds global state, so a web server may render from several threads.
 """
 
 from __future__ import annotations
 
 import io
+from functools import lru_cache
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-DISPLAY_MAX = 512  # longest side of the image inside the overlay figure; the .npy heatmap keeps full size
 TILE = 64  # pixels per feature-map tile in the mosaic
 HEATMAP_CMAP = "jet"
 HEATMAP_ALPHA = 0.45
 
 
-def figure_png(fig: Figure) -> bytes:
-    """Draw once and encode with Pillow (fast zlib level; these are previews, not archives)."""
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+def _png(canvas: Image.Image) -> bytes:
+    """Encode with a fast zlib level: these are previews, not archives."""
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=3)
+    canvas.save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
 
 
@@ -41,37 +36,64 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _display_size(height: int, width: int) -> tuple[int, int]:
-    scale = min(1.0, DISPLAY_MAX / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+BOX = 460  # pixels: the height of the image inside the overlay (its width follows the aspect, 0.4-2.5)
+_FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(_FONT), size)
+
+
+@lru_cache(maxsize=4)
+def _colour_table(name: str) -> np.ndarray:
+    """(256, 3) uint8 RGB of a matplotlib colour map, so that pixels are coloured by indexing, not by a figure."""
+    return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, size: int) -> ImageFont.FreeTypeFont:
+    font = _font(size)
+    while size > 7 and draw.textlength(text, font=font) > width:
+        size -= 1
+        font = _font(size)
+    return font
 
 
 def render_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, label: str = "Grad-CAM") -> bytes:
-    """Grey image, heatmap on top with alpha, colour bar and title; big images are shown downscaled.
-
-    Axes are placed by hand: ``tight_layout`` would draw the whole figure once more just to measure it.
-    """
+    """Grey image with the heatmap blended on top (``HEATMAP_ALPHA``, colour map ``HEATMAP_CMAP``), a colour bar and
+    the title, drawn with Pillow: the same picture a matplotlib figure gave, in a tenth of the time (the overlay was
+    most of the cost of one explanation: ``benchmarks/explain_timing.py``)."""
     grey = _grey(image)
-    h, w = _display_size(*grey.shape)
-    if (h, w) != grey.shape:
-        grey = np.asarray(Image.fromarray(grey).resize((w, h), Image.BILINEAR))
-        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
-    box_h = 4.6
-    box_w = box_h * min(max(w / h, 0.4), 2.5)
-    margin, top, bar_gap, bar_w, bar_labels = 0.1, 0.8, 0.15, 0.18, 0.75
-    fig_w, fig_h = margin + box_w + bar_gap + bar_w + bar_labels, margin + box_h + top
-    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((margin / fig_w, margin / fig_h, box_w / fig_w, box_h / fig_h))
-    ax.imshow(grey, cmap="gray", vmin=0, vmax=255, interpolation="bilinear")
-    ax.imshow(heatmap, cmap=HEATMAP_CMAP, alpha=HEATMAP_ALPHA, vmin=0.0, vmax=1.0, interpolation="bilinear")
-    ax.set_axis_off()
-    fig.suptitle(title, fontsize=10, y=1 - 0.08 / fig_h, va="top")
-    cax = fig.add_axes(((margin + box_w + bar_gap) / fig_w, margin / fig_h, bar_w / fig_w, box_h / fig_h))
-    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), HEATMAP_CMAP), cax=cax)
-    bar.set_label(f"{label} (relative)", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    return figure_png(fig)
+    h, w = grey.shape
+    box_w = round(BOX * min(max(w / h, 0.4), 2.5))
+    grey = np.asarray(Image.fromarray(grey).resize((box_w, BOX), Image.BILINEAR), dtype=np.float32)
+    heat = np.asarray(Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F").resize((box_w, BOX),
+                                                                                           Image.BILINEAR))
+    colours = _colour_table(HEATMAP_CMAP)[np.clip(np.nan_to_num(heat) * 255, 0, 255).round().astype(np.uint8)]
+    blended = (grey[..., None] * (1 - HEATMAP_ALPHA) + colours * HEATMAP_ALPHA).round().astype(np.uint8)
+    lines = title.split("\n")
+    margin, bar_gap, bar_w, labels_w = 10, 15, 18, 75
+    top = 24 + 18 * len(lines)
+    canvas = Image.new("RGB", (margin + box_w + bar_gap + bar_w + labels_w, top + BOX + margin), "white")
+    canvas.paste(Image.fromarray(blended), (margin, top))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        font = _fit_text(draw, line, canvas.width - 2 * margin, 14)
+        draw.text((canvas.width / 2, 12 + 18 * i), line, fill="black", font=font, anchor="ma")
+    bar_x = margin + box_w + bar_gap
+    strip = _colour_table(HEATMAP_CMAP)[np.linspace(255, 0, BOX).round().astype(np.uint8)]
+    canvas.paste(Image.fromarray(np.repeat(strip[:, None, :], bar_w, axis=1)), (bar_x, top))
+    draw.rectangle((bar_x, top, bar_x + bar_w - 1, top + BOX - 1), outline="black")
+    tick_font = _font(10)
+    for value in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        y = top + round((1 - value) * (BOX - 1))
+        draw.line((bar_x + bar_w, y, bar_x + bar_w + 3, y), fill="black")
+        draw.text((bar_x + bar_w + 5, y), f"{value:.1f}", fill="black", font=tick_font, anchor="lm")
+    caption = f"{label} (relative)"
+    text = Image.new("RGB", (BOX, 16), "white")
+    ImageDraw.Draw(text).text((BOX / 2, 8), caption, fill="black", font=_font(11), anchor="mm")
+    canvas.paste(text.rotate(90, expand=True), (bar_x + bar_w + 32, top))
+    return _png(canvas)
 
 
 def top_channels(activation: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,23 +128,26 @@ def feature_mosaic(stages: dict[str, torch.Tensor], n: int, tile: int = TILE) ->
 
 
 def render_feature_maps(stages: dict[str, torch.Tensor], n: int, title: str | None = None) -> bytes:
-    """Tiled PNG of the ``n`` most active channels of every stage, shallow (top) to deep (bottom)."""
+    """Tiled PNG of the ``n`` most active channels of every stage, shallow (top) to deep (bottom), each row labelled
+    with its stage, channels and map size; drawn with Pillow (colour map ``viridis``, white gaps)."""
     if not stages:
         raise ValueError("no stage activations to draw (the model's stage_names produced no 4-D outputs)")
     mosaic, labels = feature_mosaic(stages, n)
     rows = len(labels)
-    left, top, cell = 1.5, 0.4, 0.85
-    fig_w, fig_h = left + cell * n + 0.1, top + cell * rows + 0.1
-    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((left / fig_w, 0.1 / fig_h, cell * n / fig_w, cell * rows / fig_h))
-    ax.imshow(mosaic, cmap=colormaps["viridis"].with_extremes(bad="white"), vmin=0.0, vmax=1.0,
-              interpolation="nearest")
-    ax.set_xticks([])
-    step = mosaic.shape[0] / rows
-    ax.set_yticks([step * (i + 0.5) for i in range(rows)], labels, fontsize=7)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(title or f"top {n} channels by mean activation, per stage (shallow to deep)", fontsize=9)
-    return figure_png(fig)
+    cell = 85  # pixels per tile and its gap, as the figure this replaced drew them
+    width, height = cell * n, cell * rows
+    gaps = np.isnan(mosaic)
+    pixels = _colour_table("viridis")[np.clip(np.nan_to_num(mosaic) * 255, 0, 255).round().astype(np.uint8)]
+    pixels[gaps] = 255
+    left, top, margin = 150, 40, 10
+    canvas = Image.new("RGB", (left + width + margin, top + height + margin), "white")
+    canvas.paste(Image.fromarray(pixels).resize((width, height), Image.NEAREST), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    heading = title or f"top {n} channels by mean activation, per stage (shallow to deep)"
+    draw.text((left + width / 2, 12), heading, fill="black", font=_fit_text(draw, heading, canvas.width - 20, 12),
+              anchor="ma")
+    label_font = _font(10)
+    for row, label in enumerate(labels):
+        draw.multiline_text((left - 8, top + cell * (row + 0.5)), label, fill="black", font=label_font, anchor="rm",
+                            align="right")
+    return _png(canvas)
