@@ -15,7 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cadx.interfaces.cli import app
+from tests.server.conftest import database_url
 from tests.server.dbservers import free_port
+from tests.server.images import png_bytes
 
 
 def test_users_add(tmp_path: Path) -> None:
@@ -77,9 +79,6 @@ def _children(pid: int) -> list[int]:
 def test_serve_with_two_worker_processes_stores_concurrent_studies_once(
         backend: str, tmp_path: Path, models_dir: Path, db_servers) -> None:  # noqa: ANN001 - the fixture's getter
     """8 clients upload at once to 2 worker processes on one database: every study stored once, none lost."""
-    from tests.server.conftest import database_url
-    from tests.server.images import png_bytes
-
     url = database_url(backend, db_servers, tmp_path)
     port = free_port()
     cadx = Path(sys.executable).with_name("cadx")
