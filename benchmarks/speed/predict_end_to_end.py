@@ -38,8 +38,7 @@ SETTINGS = {
 
 def hardware() -> dict:
     sys.path.insert(0, str(ROOT / "src"))
-    from cadx.engine.hardware import cpu_flags, describe_hardware
-    from cadx.engine.onnx_runtime import cpu_kind
+    from cadx.engine.hardware import cpu_flags, cpu_kind, describe_hardware
 
     return {**describe_hardware(), "cpu_kind": cpu_kind(),
             "vnni": bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})}

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 from cadx.data.transforms import Preprocessing
 from cadx.engine.checkpoint import META_KEY
+from cadx.engine.hardware import cpu_kind
 from cadx.engine.meta import new_meta
 from cadx.engine.onnx_export import export_onnx
-from cadx.engine.onnx_runtime import Verification, cpu_kind, verification_path
+from cadx.engine.onnx_runtime import Verification, verification_path
 from cadx.interfaces.cli import app
 from cadx.models import create_model
 

@@ -17,12 +17,11 @@ import torch
 
 from cadx.engine import bf16
 from cadx.engine.checkpoint import LoadedCheckpoint, load_checkpoint
-from cadx.engine.hardware import native_bf16
+from cadx.engine.hardware import cpu_kind, native_bf16
 from cadx.engine.inference import Predictor, pick_device
 from cadx.engine.onnx_runtime import (
     BACKEND_FILES,
     OnnxNetwork,
-    cpu_kind,
     read_bf16_record,
     read_verification,
     usable_here,

@@ -22,8 +22,9 @@ from cadx.engine.checkpoint import LoadedCheckpoint
 from cadx.engine.hardware import native_bf16
 from cadx.engine.inference import Predictor
 from cadx.engine.onnx_runtime import BF16_BACKEND as BACKEND
-from cadx.engine.onnx_runtime import Verification, cpu_kind
+from cadx.engine.onnx_runtime import Verification
 from cadx.engine.onnx_runtime import bf16_record_path as record_path
+from cadx.engine.onnx_runtime import usable_here as verified_here
 from cadx.engine.ood import logits_and_features
 
 
@@ -62,7 +63,7 @@ class TorchBf16Predictor(Predictor):
 
 def usable_here(record: Verification | None, device: torch.device) -> bool:
     """A passing record made on this kind of CPU, where bf16 is native now."""
-    return bool(record is not None and record.passed and record.cpu == cpu_kind() and native_bf16(device))
+    return bool(record is not None and verified_here(record) and native_bf16(device))
 
 
 def verify_checkpoint(checkpoint: str | Path) -> tuple[Path, Verification]:

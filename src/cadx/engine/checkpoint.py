@@ -14,13 +14,11 @@ from torch import nn
 
 from cadx.data.transforms import Preprocessing
 from cadx.engine.catalogue import category_of, resolve_checkpoint
-from cadx.engine.meta import CheckpointError, CheckpointMeta
+from cadx.engine.meta import META_KEY, CheckpointError, CheckpointMeta, stored_meta
 from cadx.models import create_model
 
 __all__ = ["META_KEY", "CheckpointError", "LoadedCheckpoint", "export_checkpoint", "load_checkpoint",
            "read_checkpoint", "read_meta", "update_meta"]
-
-META_KEY = "cadx"
 
 
 @dataclass
@@ -51,12 +49,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get(META_KEY), dict) or "state_dict" not in data:
-        raise CheckpointError(f"{path}: not a cadx checkpoint (no '{META_KEY}' metadata)")
-    try:
-        data[META_KEY] = CheckpointMeta.from_dict(data[META_KEY]).to_dict()
-    except (CheckpointError, ValueError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    data[META_KEY] = stored_meta(data, path).to_dict()
     return data
 
 

@@ -17,12 +17,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cadx.engine.meta import CheckpointError, CheckpointMeta
+from cadx.engine.meta import CheckpointError, CheckpointMeta, stored_meta
 
 if TYPE_CHECKING:  # numpy is imported only when a stored array is read: a listing reads none
     import numpy as np
 
-META_KEY = "cadx"  # as cadx.engine.checkpoint.META_KEY (that module imports torch)
 _DTYPES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "LongStorage": "<i8",
            "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
            "BFloat16Storage": "<u2"}
@@ -80,10 +79,6 @@ class _Inert(dict):
         pass
 
 
-def _tensor(*args: Any) -> TensorStub:
-    return TensorStub(*args[:4])
-
-
 def _parameter(data: Any, *_rest: Any) -> Any:
     return data
 
@@ -97,7 +92,7 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _SAFE:
             return _SAFE[(module, name)]
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _tensor
+            return TensorStub
         if module == "torch._utils" and name == "_rebuild_parameter":
             return _parameter
         if module == "torch" and name.endswith("Storage"):
@@ -139,11 +134,4 @@ def peek_checkpoint(path: Path) -> dict[str, Any]:
 def peek_meta(path: str | Path) -> CheckpointMeta:
     """A checkpoint's metadata as :func:`cadx.engine.checkpoint.read_meta` gives it, without torch (read-only use:
     its out-of-distribution arrays are :class:`TensorStub` objects, which numpy reads)."""
-    path = Path(path)
-    data = peek_checkpoint(path)
-    if not isinstance(data, dict) or not isinstance(data.get(META_KEY), dict) or "state_dict" not in data:
-        raise CheckpointError(f"{path}: not a cadx checkpoint (no '{META_KEY}' metadata)")
-    try:
-        return CheckpointMeta.from_dict(data[META_KEY])
-    except (CheckpointError, ValueError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    return stored_meta(peek_checkpoint(Path(path)), path)

@@ -51,6 +51,11 @@ def _colour_table(name: str) -> np.ndarray:
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
+def _coloured(values: np.ndarray, name: str) -> np.ndarray:
+    """(..., 3) uint8 RGB of values in [0, 1] (NaN as 0) through a matplotlib colour map."""
+    return _colour_table(name)[np.clip(np.nan_to_num(values) * 255, 0, 255).round().astype(np.uint8)]
+
+
 def _fit_text(draw: ImageDraw.ImageDraw, text: str, width: int, size: int) -> ImageFont.FreeTypeFont:
     font = _font(size)
     while size > 7 and draw.textlength(text, font=font) > width:
@@ -69,7 +74,7 @@ def render_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, label: st
     grey = np.asarray(Image.fromarray(grey).resize((box_w, BOX), Image.BILINEAR), dtype=np.float32)
     heat = np.asarray(Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F").resize((box_w, BOX),
                                                                                            Image.BILINEAR))
-    colours = _colour_table(HEATMAP_CMAP)[np.clip(np.nan_to_num(heat) * 255, 0, 255).round().astype(np.uint8)]
+    colours = _coloured(heat, HEATMAP_CMAP)
     blended = (grey[..., None] * (1 - HEATMAP_ALPHA) + colours * HEATMAP_ALPHA).round().astype(np.uint8)
     lines = title.split("\n")
     margin, bar_gap, bar_w, labels_w = 10, 15, 18, 75
@@ -81,7 +86,7 @@ def render_overlay(image: np.ndarray, heatmap: np.ndarray, title: str, label: st
         font = _fit_text(draw, line, canvas.width - 2 * margin, 14)
         draw.text((canvas.width / 2, 12 + 18 * i), line, fill="black", font=font, anchor="ma")
     bar_x = margin + box_w + bar_gap
-    strip = _colour_table(HEATMAP_CMAP)[np.linspace(255, 0, BOX).round().astype(np.uint8)]
+    strip = _coloured(np.linspace(1.0, 0.0, BOX), HEATMAP_CMAP)
     canvas.paste(Image.fromarray(np.repeat(strip[:, None, :], bar_w, axis=1)), (bar_x, top))
     draw.rectangle((bar_x, top, bar_x + bar_w - 1, top + BOX - 1), outline="black")
     tick_font = _font(10)
@@ -137,7 +142,7 @@ def render_feature_maps(stages: dict[str, torch.Tensor], n: int, title: str | No
     cell = 85  # pixels per tile and its gap, as the figure this replaced drew them
     width, height = cell * n, cell * rows
     gaps = np.isnan(mosaic)
-    pixels = _colour_table("viridis")[np.clip(np.nan_to_num(mosaic) * 255, 0, 255).round().astype(np.uint8)]
+    pixels = _coloured(mosaic, "viridis")
     pixels[gaps] = 255
     left, top, margin = 150, 40, 10
     canvas = Image.new("RGB", (left + width + margin, top + height + margin), "white")

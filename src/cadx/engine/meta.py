@@ -21,6 +21,9 @@ VALIDATION_SOURCE = "validation (Youden's J)"  # a threshold chosen on the model
 Task = Literal["multiclass", "multilabel"]
 
 
+META_KEY = "cadx"  # the key of the metadata in a checkpoint's dictionary (Lightning's and cadx's exports alike)
+
+
 class CheckpointError(ValueError):
     """A file that is not a usable cadx checkpoint, or metadata that cannot be read (a newer format, a missing
     field)."""
@@ -273,3 +276,13 @@ def migrate(raw: Mapping[str, Any]) -> dict[str, Any]:
         data.setdefault("default_operating_point", None)
     data["format"] = FORMAT_VERSION
     return data
+
+
+def stored_meta(data: Any, path: object) -> CheckpointMeta:
+    """The metadata of a checkpoint's stored dictionary, checked (``path`` names the file in the error)."""
+    if not isinstance(data, dict) or not isinstance(data.get(META_KEY), dict) or "state_dict" not in data:
+        raise CheckpointError(f"{path}: not a cadx checkpoint (no '{META_KEY}' metadata)")
+    try:
+        return CheckpointMeta.from_dict(data[META_KEY])
+    except (CheckpointError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None

@@ -32,7 +32,7 @@ from torch import nn
 from cadx.data.cache import DecodedImages
 from cadx.data.transforms import Preprocessing, to_model_input
 from cadx.engine.decision import decision_indices
-from cadx.engine.hardware import cpu_flags
+from cadx.engine.hardware import cpu_flags, cpu_kind
 from cadx.engine.inference import Predictor
 from cadx.engine.onnx_runtime import (
     BACKEND_FILES,
@@ -42,7 +42,6 @@ from cadx.engine.onnx_runtime import (
     MIN_ASSESSED_AGREEMENT,
     OnnxNetwork,
     Verification,
-    cpu_kind,
     onnxruntime_version,
     verification_path,
 )

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # imported by the network below; reading a verification recor
     import numpy as np
 
 BACKEND_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+BF16_BACKEND = "torch-bf16"
 VERIFICATION_SUFFIX = ".verification.json"
 FEATURES_KEY = "cadx_features"  # ONNX metadata: the feature outputs' names, in output order
 MAX_ACCURACY_DROP = 0.005  # 0.5 point
@@ -111,8 +112,9 @@ def onnxruntime_version() -> str:
 
 
 def usable_here(record: Verification) -> bool:
-    """A passing record whose int8 copy was verified on this kind of CPU (fp32 copies: anywhere)."""
-    return record.passed and (record.backend != "onnx-int8" or record.cpu == cpu_kind())
+    """A passing record, made on this kind of CPU for an int8 copy or bf16 (fp32 copies: anywhere). Whether bf16 is
+    native here is the caller's second question (``cadx.engine.bf16.usable_here``)."""
+    return record.passed and (record.backend not in ("onnx-int8", BF16_BACKEND) or record.cpu == cpu_kind())
 
 
 def verification_path(model_file: str | Path) -> Path:
@@ -131,9 +133,6 @@ def _read_record(path: Path) -> Verification | None:
         return Verification.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError):
         return None
-
-
-BF16_BACKEND = "torch-bf16"
 
 
 def bf16_record_path(checkpoint: str | Path) -> Path:

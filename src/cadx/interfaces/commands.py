@@ -122,7 +122,8 @@ BACKEND_HELP = ("auto (the fastest verified: onnx-int8, torch-bf16, onnx, else t
 
 def _verification_cells(backend: str, record: Verification | None) -> list[str]:
     """accuracy drop, AUC drop, agreement, images, CPU, used: a copy without a passing record is never used."""
-    from cadx.engine.onnx_runtime import cpu_kind, usable_here
+    from cadx.engine.hardware import cpu_kind
+    from cadx.engine.onnx_runtime import usable_here
 
     if record is None or record.backend != backend:
         return ["", "", "", "", "", "[yellow]no: not verified[/]"]
@@ -134,7 +135,7 @@ def _verification_cells(backend: str, record: Verification | None) -> list[str]:
     if backend == "torch-bf16":
         from cadx.engine.hardware import native_bf16_cpu
 
-        usable = record.cpu == cpu_kind() and native_bf16_cpu()
+        usable = usable_here(record) and native_bf16_cpu()
         return [*cells, "yes" if usable else "[yellow]no: not this CPU, or bf16 not native[/]"]
     return [*cells, "yes" if usable_here(record) else f"[yellow]no: this CPU is {cpu_kind()}[/]"]
 
