@@ -131,3 +131,23 @@ def test_the_exported_file_is_self_contained(trained, tmp_path: Path) -> None:
     predictor, _, _ = trained
     export_onnx(predictor.model, predictor.pre, tmp_path / "model.onnx")
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_a_copy_declines_by_its_own_threshold_fitted_on_its_validation_scores(trained, tmp_path: Path) -> None:
+    predictor, train_images, val = trained
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.ckpt").write_bytes(predictor.checkpoint.path.read_bytes())
+    (_, _), (int8_file, record) = export_verified(predictor, run, int8=True, validation=val,
+                                                  calibration=train_images.images)
+    assert record.ood_threshold is not None and read_verification(int8_file).ood_threshold == record.ood_threshold
+    fast = load_predictor(run / "best.ckpt", "onnx-int8")
+    assert fast.ood.threshold == record.ood_threshold != predictor.ood.threshold
+    _, copy_scores = fast.predict_arrays_scored(val.images)
+    kept = float(np.mean(copy_scores <= fast.ood.threshold))  # the checkpoint's rule, on the copy's own scores
+    assert abs(kept - predictor.ood.keep) <= 1.5 / len(val.images)
+    # a record from before the copy's threshold existed: the checkpoint's threshold, as then
+    path = verification_path(int8_file)
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in raw.items() if k != "ood_threshold"}))
+    assert load_predictor(run / "best.ckpt", "onnx-int8").ood.threshold == predictor.ood.threshold

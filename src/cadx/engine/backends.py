@@ -10,6 +10,7 @@ occlusion) always run on torch.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from cadx.engine.inference import Predictor, pick_device
 from cadx.engine.onnx_runtime import (
     BACKEND_FILES,
     OnnxNetwork,
+    Verification,
     read_bf16_record,
     read_verification,
     usable_here,
@@ -107,12 +109,22 @@ def choose_backend(checkpoint: LoadedCheckpoint, requested: str = "auto",
 
 
 def load_predictor(path: str | Path, backend: str = "auto", device: str | None = None) -> Predictor:
-    """A checkpoint's predictor on ``backend`` (``auto``: the fastest verified one). The predictor's ``backend``
-    attribute says which one it runs."""
+    """A checkpoint's predictor on ``backend`` (``auto``: the fastest verified one), with the copy's own
+    out-of-distribution threshold from its verification record. The predictor's ``backend`` attribute says which
+    one it runs."""
     checkpoint = load_checkpoint(path)
     chosen, file = choose_backend(checkpoint, backend, device)
     if chosen == bf16.BACKEND:
-        return bf16.TorchBf16Predictor(checkpoint, device)
+        return _own_threshold(bf16.TorchBf16Predictor(checkpoint, device), read_bf16_record(checkpoint.path))
     if file is None:
         return Predictor(checkpoint, device)
-    return OnnxPredictor(checkpoint, OnnxNetwork(file, threads=torch.get_num_threads()), chosen, device)
+    predictor = OnnxPredictor(checkpoint, OnnxNetwork(file, threads=torch.get_num_threads()), chosen, device)
+    return _own_threshold(predictor, read_verification(file))
+
+
+def _own_threshold(predictor: Predictor, record: Verification | None) -> Predictor:
+    """Score "not assessed" against the threshold fitted on the copy's own validation scores, where its record has
+    one (``cadx.engine.onnx_export.own_threshold``)."""
+    if predictor.ood is not None and record is not None and record.ood_threshold is not None:
+        predictor.ood = dataclasses.replace(predictor.ood, threshold=record.ood_threshold)
+    return predictor

@@ -45,7 +45,7 @@ from cadx.engine.onnx_runtime import (
     onnxruntime_version,
     verification_path,
 )
-from cadx.engine.ood import logits_and_features
+from cadx.engine.ood import OodModel, keep_threshold, logits_and_features
 
 CALIBRATION_IMAGES = 256  # training images the int8 ranges are calibrated on (a seeded sample)
 OPSET = 18
@@ -164,6 +164,14 @@ def _scores(probs: np.ndarray, targets: Sequence[Any], pred: np.ndarray, positiv
     return scores["accuracy"], scores["auc"]
 
 
+def own_threshold(ood: OodModel, copy_scores: np.ndarray) -> float:
+    """The copy's out-of-distribution threshold by the checkpoint's own rule (:func:`keep_threshold`), on the copy's
+    validation scores. Rounding (int8 above all) moves every image's score a little the same way; one threshold for
+    both declined more of the copy's images than torch's (the chest model's Kermany test images on an AVX2 CPU: 17
+    against 12)."""
+    return keep_threshold(copy_scores, ood.keep) if len(copy_scores) else float(ood.threshold)
+
+
 def verify(predictor: Predictor, network: ScoringNetwork, backend: str, images: np.ndarray, targets: Sequence[Any],
            *, batch_size: int = 64) -> Verification:
     """Compare the copy (or the bf16 predictor) with the torch model on prepared validation images: decisions at
@@ -173,11 +181,12 @@ def verify(predictor: Predictor, network: ScoringNetwork, backend: str, images: 
     parts = [network.logits_and_features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     logits = np.concatenate([p[0] for p in parts])
     probs = predictor._probabilities(torch.from_numpy(logits))
-    agreement = None
+    agreement = copy_threshold = None
     if predictor.ood is not None and torch_scores is not None:
         features = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
-        onnx_scores = predictor.ood.score(logits, features)
-        agreement = float(np.mean((torch_scores > predictor.ood.threshold) == (onnx_scores > predictor.ood.threshold)))
+        copy_scores = predictor.ood.score(logits, features)
+        copy_threshold = own_threshold(predictor.ood, copy_scores)
+        agreement = float(np.mean((torch_scores > predictor.ood.threshold) == (copy_scores > copy_threshold)))
 
     def rule(p: np.ndarray) -> np.ndarray:
         return decision_indices(p, positive_index=meta.positive_index, threshold=meta.decision_threshold,
@@ -192,7 +201,7 @@ def verify(predictor: Predictor, network: ScoringNetwork, backend: str, images: 
                         auc_torch=auc_torch, auc=auc,
                         max_probability_difference=float(np.abs(probs - torch_probs).max()) if len(probs) else 0.0,
                         assessed_agreement=agreement, passed=passed, cpu=cpu_kind(),
-                        onnxruntime=onnxruntime_version())
+                        onnxruntime=onnxruntime_version(), ood_threshold=copy_threshold)
 
 
 def export_verified(predictor: Predictor, folder: str | Path, *, int8: bool, validation: DecodedImages,

@@ -77,6 +77,9 @@ class Verification:
     # u8s8 products can saturate), so an int8 copy counts as verified only on a CPU of the same kind.
     cpu: str | None = None
     onnxruntime: str | None = None
+    # The copy's own out-of-distribution threshold: the checkpoint's rule (keep its share of the validation images)
+    # applied to the copy's scores, which rounding shifts as a whole. None (older records): the checkpoint's.
+    ood_threshold: float | None = None
     limits: str = (f"accuracy drop <= {100 * MAX_ACCURACY_DROP:g} points, AUC drop <= {MAX_AUC_DROP}, "
                    f"assessed agreement >= {MIN_ASSESSED_AGREEMENT}")
 

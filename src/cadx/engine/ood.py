@@ -175,5 +175,9 @@ def fit_ood(train: tuple[np.ndarray, Features, np.ndarray], val: tuple[np.ndarra
         fitted["stages"] = {name: int(f.means.shape[1]) for name, f in stages.items()}
         fitted["covariance"] = "per class" if per_class else "shared"
     model = OodModel(method, float("inf"), keep, stages, fitted)
-    threshold = float(np.quantile(model.score(val_logits, val_features), keep))
-    return OodModel(method, threshold, keep, stages, fitted)
+    return OodModel(method, keep_threshold(model.score(val_logits, val_features), keep), keep, stages, fitted)
+
+
+def keep_threshold(val_scores: np.ndarray, keep: float) -> float:
+    """The rule for every threshold of the score: the value below which ``keep`` of the validation images fall."""
+    return float(np.quantile(np.asarray(val_scores, dtype=np.float64), keep))
