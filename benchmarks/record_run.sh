@@ -9,7 +9,7 @@ record=$here/$name
 cadx=${CADX:-$here/../.venv/bin/cadx}
 mkdir -p "$record"
 start=$(date +%s)
-$cadx train "$data" --output "$run" --overwrite "$@"
+$cadx train "$data" --output "$run" --overwrite --folds 1 "$@"  # one split: evaluated on its test below
 $cadx evaluate "$run" --split val --output "$run/val"
 $cadx evaluate "$run" --split test --output "$run/test"
 end=$(date +%s)

@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cadx.data.sources import load_index
-from cadx.data.splits import assign_splits, read_split_file, write_split_file
+from cadx.data.sources import DatasetError, load_index
+from cadx.data.splits import assign_folds, assign_splits, read_split_file, write_split_file
 from tests.conftest import make_class_folders
+from tests.data.test_near_duplicates import write_families
 
 
 @pytest.fixture
@@ -82,3 +83,33 @@ def test_drop_duplicates_keeps_one_copy(tmp_path: Path) -> None:
     splits, warnings = assign_splits(load_index(flat), seed=0, drop_duplicates=True)
     assert sum(len(v) for v in splits.values()) == 40
     assert "dropped 1" in warnings[0]
+
+
+def test_folds_hold_every_image_out_once_and_never_split_a_group(tmp_path: Path) -> None:
+    family = write_families(tmp_path / "d", 24)  # originals and their shifted / noised / re-encoded copies
+    index = load_index(tmp_path / "d")
+    plan, _ = assign_folds(index, 4, seed=0)
+    held = Counter(r.key for fold in plan.folds for r in fold["test"])
+    assert set(held) == {r.key for r in index.records} and set(held.values()) == {1}
+    for fold in plan.folds:
+        assert sum(map(len, fold.values())) == len(index.records) and fold["val"] and fold["train"]
+        where: dict[int, str] = {}
+        for name, recs in fold.items():
+            for r in recs:  # a family of near-copies is in one place in every fold
+                assert where.setdefault(family[r.key], name) == name
+        counts = Counter(r.target for r in fold["test"])
+        assert abs(counts[0] - counts[1]) <= 8  # whole families of 8, each fold keeps the class mix
+    assert {r.key for r in plan.final["train"] + plan.final["val"]} == {r.key for r in index.records}
+    assert not plan.final["test"]
+
+
+def test_a_given_test_split_stays_out_of_every_fold(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "d", 20, splits=("train", "test"))
+    index = load_index(root)
+    plan, _ = assign_folds(index, 3, seed=0)
+    given = {r.key for r in index.records if r.split == "test"}
+    assert {r.key for r in plan.final["test"]} == given
+    for fold in plan.folds:
+        assert not given & {r.key for recs in fold.values() for r in recs}
+    with pytest.raises(DatasetError, match="cannot fill 50 folds"):
+        assign_folds(index, 50, seed=0)

@@ -16,7 +16,7 @@ from cadx.interfaces.cli import app
 from tests.conftest import make_class_folders
 
 runner = CliRunner()
-TINY = ("--model", "simple_cnn", "--image-size", "32", "--batch-size", "16", "--seed", "0")
+TINY = ("--model", "simple_cnn", "--image-size", "32", "--batch-size", "16", "--seed", "0", "--folds", "1")
 
 
 def test_loss_is_zero_when_the_student_matches_and_pulls_it_towards_the_teacher() -> None:
@@ -78,7 +78,7 @@ def test_a_teacher_that_does_not_fit_is_one_clear_line(teacher_and_data, tmp_pat
                                  "--output", str(tmp_path / "r1")])
     assert result.exit_code == 2 and "this teacher predicts ['normal', 'pneumonia']" in result.output
     result = runner.invoke(app, ["train", str(data), "--model", "simple_cnn", "--image-size", "48", "--epochs", "1",
-                                 "--teacher", str(teacher), "--output", str(tmp_path / "r2")])
+                                 "--folds", "1", "--teacher", str(teacher), "--output", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "32 px" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["train", str(data), *TINY, "--epochs", "1", "--teacher", str(tmp_path / "none"),
                                  "--output", str(tmp_path / "r3")])

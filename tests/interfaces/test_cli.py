@@ -23,6 +23,9 @@ METRIC_KEYS = {"accuracy", "precision", "recall", "specificity", "f1", "auc", "p
 
 
 def invoke(*args: str):
+    """The CLI; ``train`` runs once (``--folds 1``) unless a test asks for folds: these tests are about one run."""
+    if args and args[0] == "train" and "--folds" not in args:
+        args = (*args, "--folds", "1")
     result = runner.invoke(app, [str(a) for a in args])
     return result
 

@@ -19,6 +19,8 @@ runner = CliRunner()
 
 
 def invoke(*args: object):
+    if args and args[0] == "train":
+        args = (*args, "--folds", "1")  # one run, not cross-validation
     return runner.invoke(app, [str(a) for a in args])
 
 

@@ -33,7 +33,8 @@ def _train(root: Path, name: str, classes: tuple[str, ...], models: Path) -> Pat
     data = make_class_folders(root / f"{name}-data", n_per_class=10, classes=classes, size=40)
     run = root / f"{name}-run"
     result = CliRunner().invoke(cli, ["train", str(data), "--output", str(run), "--recipe", "small-cnn", "--epochs",
-                                      "1", "--image-size", "32", "--batch-size", "8", "--num-workers", "0"])
+                                      "1", "--image-size", "32", "--batch-size", "8", "--num-workers", "0",
+                                      "--folds", "1"])
     assert result.exit_code == 0, result.output
     return export_checkpoint(run / "best.ckpt", models / name / "model.ckpt")
 

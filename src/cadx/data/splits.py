@@ -11,6 +11,7 @@ import csv
 import hashlib
 import random
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from cadx.data.near_duplicates import (
@@ -89,6 +90,35 @@ def grouped_stratified_split(records: list[Record], group_ids: list[str], fracti
     return assignment
 
 
+@dataclass
+class GroupedRecords:
+    """The records to split (byte-identical extras dropped when asked) and what ties them together."""
+
+    records: list[Record]
+    groups: list[str]  # one group id per record: patient, identical bytes, near-duplicates, numbered neighbours
+    duplicates: dict[str, list[int]]
+    near: list[tuple[int, int, float]]
+    warnings: list[str]
+
+
+def group_records(index: DatasetIndex, *, drop_duplicates: bool = False,
+                  near_duplicates: float | None = DEFAULT_MIN_CORRELATION,
+                  numbered_neighbours: float | None = NUMBERED_NEIGHBOUR_MIN_CORRELATION) -> GroupedRecords:
+    """The grouping every split of cadx respects (``assign_splits``, ``assign_folds``)."""
+    warnings: list[str] = []
+    records = index.records
+    duplicates = content_groups(index, records)
+    if drop_duplicates:
+        extra = {i for members in duplicates.values() for i in members[1:]}
+        if extra:
+            warnings.append(f"dropped {len(extra)} byte-identical duplicate image(s) before splitting")
+            records = [r for i, r in enumerate(records) if i not in extra]
+            duplicates = content_groups(index, records)
+    near = [] if near_duplicates is None else find_near_duplicates(index, records, near_duplicates,
+                                                                   numbered_neighbours=numbered_neighbours)
+    return GroupedRecords(records, _group_ids(records, duplicates, near), duplicates, near, warnings)
+
+
 def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, float] | None = None,
                   val_fraction_of_train: float = 0.2, drop_duplicates: bool = False,
                   near_duplicates: float | None = DEFAULT_MIN_CORRELATION,
@@ -101,18 +131,9 @@ def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, fl
     split too (``None``: off, only patients and identical bytes group); with it, consecutively numbered files whose
     thumbnails correlate at least ``numbered_neighbours`` group as neighbouring slices (``None``: that hint off).
     """
-    warnings: list[str] = []
-    records = index.records
-    duplicates = content_groups(index, records)
-    if drop_duplicates:
-        extra = {i for members in duplicates.values() for i in members[1:]}
-        if extra:
-            warnings.append(f"dropped {len(extra)} byte-identical duplicate image(s) before splitting")
-            records = [r for i, r in enumerate(records) if i not in extra]
-            duplicates = content_groups(index, records)
-    near = [] if near_duplicates is None else find_near_duplicates(index, records, near_duplicates,
-                                                                   numbered_neighbours=numbered_neighbours)
-    groups = _group_ids(records, duplicates, near)
+    grouped = group_records(index, drop_duplicates=drop_duplicates, near_duplicates=near_duplicates,
+                            numbered_neighbours=numbered_neighbours)
+    records, groups = grouped.records, grouped.groups
     if not index.has_explicit_splits():
         names = grouped_stratified_split(records, groups, fractions or DEFAULT_FRACTIONS, seed)
     else:
@@ -121,17 +142,80 @@ def assign_splits(index: DatasetIndex, *, seed: int = 0, fractions: dict[str, fl
             train_pos = [i for i, s in enumerate(names) if s == "train"]
             if not train_pos:
                 raise DatasetError(f"{index.source}: no training images (a train split is required)")
-            sub = grouped_stratified_split([records[i] for i in train_pos], [groups[i] for i in train_pos],
-                                           {"train": 1 - val_fraction_of_train, "val": val_fraction_of_train}, seed)
-            for i, s in zip(train_pos, sub, strict=True):
-                names[i] = s
-    warnings.extend(_cross_split_duplicates(records, names, duplicates))
-    if near_duplicates is not None:
-        warnings.extend(_cross_split_near_duplicates(records, names, near, duplicates, near_duplicates))
+            _carve_validation(records, groups, names, train_pos, val_fraction_of_train, seed)
+    return _named_splits(records, names), grouped.warnings + _leak_warnings(grouped, names, near_duplicates)
+
+
+def _carve_validation(records: list[Record], groups: list[str], names: list[str], positions: list[int],
+                      val_fraction: float, seed: int) -> None:
+    """Name the records at ``positions`` train or val (whole groups, class mix kept), in place."""
+    sub = grouped_stratified_split([records[i] for i in positions], [groups[i] for i in positions],
+                                   {"train": 1 - val_fraction, "val": val_fraction}, seed)
+    for i, s in zip(positions, sub, strict=True):
+        names[i] = s
+
+
+def _named_splits(records: list[Record], names: list[str]) -> dict[str, list[Record]]:
     split_records: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
     for r, s in zip(records, names, strict=True):
         split_records[s].append(Record(key=r.key, target=r.target, split=s, patient=r.patient))
-    return split_records, warnings
+    return split_records
+
+
+def _leak_warnings(grouped: GroupedRecords, names: list[str], near_duplicates: float | None) -> list[str]:
+    warnings = _cross_split_duplicates(grouped.records, names, grouped.duplicates)
+    if near_duplicates is not None:
+        warnings.extend(_cross_split_near_duplicates(grouped.records, names, grouped.near, grouped.duplicates,
+                                                     near_duplicates))
+    return warnings
+
+
+@dataclass
+class FoldPlan:
+    """K-fold cross-validation over groups: per fold, train/val from the other folds and the fold held out as
+    ``test``; ``final``: every image outside the data's own test split as train/val, with that test split."""
+
+    folds: list[dict[str, list[Record]]]
+    final: dict[str, list[Record]]
+    groups: int  # groups among the cross-validated images
+
+
+def assign_folds(index: DatasetIndex, k: int, *, seed: int = 0, val_fraction: float = 0.2,
+                 drop_duplicates: bool = False, near_duplicates: float | None = DEFAULT_MIN_CORRELATION,
+                 numbered_neighbours: float | None = NUMBERED_NEIGHBOUR_MIN_CORRELATION,
+                 ) -> tuple[FoldPlan, list[str]]:
+    """Stratified group K-fold: whole groups per fold, each fold keeping the class mix. A test split the data
+    itself gives stays out of every fold (the final model is tested there); the rest is cross-validated."""
+    if k < 2:
+        raise DatasetError(f"--folds must be at least 2 for cross-validation, got {k} (1: no cross-validation)")
+    grouped = group_records(index, drop_duplicates=drop_duplicates, near_duplicates=near_duplicates,
+                            numbered_neighbours=numbered_neighbours)
+    records, groups = grouped.records, grouped.groups
+    explicit = index.has_explicit_splits()
+    pool = [i for i, r in enumerate(records) if not (explicit and r.split == "test")]
+    in_pool = set(pool)
+    pool_groups = {groups[i] for i in pool}
+    if len(pool_groups) < k:
+        raise DatasetError(f"{index.source}: {len(pool)} images in {len(pool_groups)} groups (patients, copies, "
+                           f"near-duplicates) cannot fill {k} folds; use fewer folds")
+    fold_of = grouped_stratified_split([records[i] for i in pool], [groups[i] for i in pool],
+                                       {f"fold{j}": 1 / k for j in range(k)}, seed)
+    folds = []
+    for j in range(k):
+        names = ["" if i in in_pool else "test" for i in range(len(records))]
+        held = [i for i, f in zip(pool, fold_of, strict=True) if f == f"fold{j}"]
+        if not held:
+            raise DatasetError(f"{index.source}: fold {j + 1} of {k} would be empty; use fewer folds")
+        rest = [i for i, f in zip(pool, fold_of, strict=True) if f != f"fold{j}"]
+        _carve_validation(records, groups, names, rest, val_fraction, seed)
+        chosen = [i for i in (*held, *rest)]
+        for i in held:
+            names[i] = "test"
+        folds.append(_named_splits([records[i] for i in chosen], [names[i] for i in chosen]))
+    names = ["" if i in in_pool else "test" for i in range(len(records))]
+    _carve_validation(records, groups, names, pool, val_fraction, seed)
+    final = _named_splits(records, names)
+    return FoldPlan(folds, final, len(pool_groups)), grouped.warnings + _leak_warnings(grouped, names, near_duplicates)
 
 
 def split_leak_warnings(index: DatasetIndex, splits: dict[str, list[Record]], *,

@@ -138,6 +138,9 @@ class TrainConfig:
         "Comma-separated names for .npz class indices.", parse=parse_names))
     max_minutes: float | None = field(default=None, metadata=_cli(
         "Wall-clock budget: stop after the first epoch that ends past it (epochs are never cut).", float))
+    folds: int | None = field(default=None, metadata=_cli(
+        "K-fold cross-validation over patient / near-duplicate groups, then a final model on all the images; "
+        "1: off. Default: 5 for sets under 1,000 images, else off.", int))
     recipe: str | None = field(default=None, metadata=_cli(
         "Preset (aernet-paper, transfer-resnet50, pneumonia-cnn, small-cnn) or a .yaml path."))
     recipe_version: int | None = None
@@ -187,6 +190,8 @@ class TrainConfig:
             problems.append(f"devices must be at least 1 (or -1: every visible GPU), got {self.devices}")
         if self.num_nodes < 1:
             problems.append(f"num_nodes must be at least 1, got {self.num_nodes}")
+        if self.folds is not None and self.folds < 1:
+            problems.append(f"folds must be at least 1 (1: no cross-validation), got {self.folds}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             problems.append(f"max_minutes must be positive, got {self.max_minutes}")
         if problems:

@@ -142,7 +142,8 @@ def _verification_cells(backend: str, record: Verification | None) -> list[str]:
 
 def train(
     data: Annotated[Path, typer.Argument(help="Class folders, a .csv manifest or a MedMNIST .npz.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder to create.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder to create (default: "
+                                                "runs/<data folder name>).")] = None,
     split_file: Annotated[Path | None, typer.Option(help="Replay the split.csv of an earlier run.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last.ckpt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in OUTPUT.")] = False,
@@ -150,10 +151,24 @@ def train(
 ) -> None:
     """Train a model on labelled images; writes best.ckpt, last.ckpt, config.yaml, metrics.csv, curves.png.
 
+    A set under 1,000 images is cross-validated first (5 folds over patient and near-duplicate groups; --folds).
     Every setting of ``cadx.engine.config.TrainConfig`` is an option (generated from its fields)."""
-    from cadx.engine.training import train as run_training
+    from cadx.data.sources import load_index
+    from cadx.engine.crossval import choose_folds
 
     config = config_from_cli(settings)  # validated here, before any image is decoded
+    output = output or default_run_folder(data)
+    if split_file is not None or resume:
+        folds, line = 1, "a given split (--split-file / --resume): no cross-validation"
+    else:
+        index = load_index(data, patient_pattern=config.patient_pattern)
+        folds, line = choose_folds(len(index.records), len(index.classes), config.folds)
+    console.print(f"[bold]plan[/]: {escape(line)}", highlight=False)
+    if folds > 1:
+        _cross_validate(data, config, output, folds, overwrite)
+        return
+    from cadx.engine.training import train as run_training
+
     result = run_training(data, config, output, resume=resume, overwrite=overwrite, split_file=split_file)
     if result.rank:  # under DDP only rank 0 reports (and wrote the results)
         return
@@ -165,6 +180,46 @@ def train(
         console.print(f"[yellow]{len(result.skipped)} unreadable file(s) skipped[/] (listed in summary.json)")
     console.print(f"results in [bold]{result.output}[/] (best.ckpt, last.ckpt, config.yaml, metrics.csv, "
                   "curves.png, split.csv, summary.json)")
+
+
+def default_run_folder(data: Path) -> Path:
+    """runs/<name of the data>: the folder's name, or its parent's for a ``train`` folder inside a dataset."""
+    path = data.expanduser().resolve()
+    name = path.parent.name if path.name.lower() in ("train", "training") else path.stem
+    return Path("runs") / (name or "run")
+
+
+def _cross_validate(data: Path, config: TrainConfig, output: Path, folds: int, overwrite: bool) -> None:
+    from cadx.engine.crossval import cross_validate
+
+    cv = cross_validate(data, config, output, folds, overwrite=overwrite)
+    s = cv.summary
+    mean, ci, pooled = s["mean_over_folds"], s["ci_over_folds"], s["pooled_out_of_fold"]
+
+    def cell(key: str) -> str:
+        interval = ci.get(key)
+        spread = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+        return f"{mean[key]:.3f}{spread}" if mean.get(key) is not None else "n/a"
+
+    table = Table(title=f"{folds}-fold cross-validation, {s['images_cross_validated']} images in {s['groups']} groups")
+    for col in ("fold", "images", "accuracy", "balanced accuracy", "AUC"):
+        table.add_column(col)
+    for row in cv.folds:
+        table.add_row(str(row["fold"]), str(row["images"]), f"{row['accuracy']:.3f}",
+                      f"{row['balanced_accuracy']:.3f}", f"{row['auc']:.3f}")
+    table.add_row("mean [95 % CI over folds]", "", cell("accuracy"), cell("balanced_accuracy"), cell("auc"))
+    pci = pooled["ci"]
+    table.add_row("pooled out of fold [bootstrap 95 % CI]", str(pooled["n_images"]),
+                  f"{pooled['accuracy']:.3f} [{pci['accuracy'][0]:.3f}, {pci['accuracy'][1]:.3f}]",
+                  f"{pooled['balanced_accuracy']:.3f}",
+                  f"{pooled['auc']:.3f} [{pci['auc'][0]:.3f}, {pci['auc'][1]:.3f}]")
+    console.print(table)
+    if cv.final_test is not None:
+        console.print(f"final model on the data's own test split ({cv.final_test['n_images']} images): accuracy "
+                      f"{cv.final_test['accuracy']:.3f}, AUC {cv.final_test['auc']:.3f}", highlight=False)
+    console.print(f"[bold green]trained[/] the final {config.model} on all {s['images_cross_validated']} images "
+                  f"(less {100 * config.val_fraction:g} % for validation) in {cv.final.seconds:.0f} s; results in "
+                  f"[bold]{cv.output}[/] (best.ckpt, cv_metrics.json, folds/)")
 
 
 train_command = user_errors(with_config_options(train))
