@@ -41,7 +41,8 @@ def demo_models(work: Path) -> Path:
         from tests.conftest import make_class_folders
 
         data, extra = str(make_class_folders(work / "synthetic", 40)), ["--epochs", "2", "--image-size", "32"]
-    subprocess.run([cadx, "train", data, "--recipe", "small-cnn", "--output", str(run), "--num-workers", "0", "--folds", "1", *extra],
+    subprocess.run([cadx, "train", data, "--recipe", "small-cnn", "--output", str(run), "--num-workers", "0",
+                    "--folds", "1", *extra],
                    check=True, env=env)
     models = work / "models"
     target = models / "chest_xray_pneumoniamnist_demo"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cadx.data.splits import read_split_file
 from cadx.data.sources import load_index
+from cadx.data.splits import read_split_file
 from cadx.engine.checkpoint import load_checkpoint
 from cadx.engine.crossval import DEFAULT_FOLDS, SMALL_SET_IMAGES, choose_folds, t_interval
 from cadx.interfaces.cli import app
