@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 from cadx.data.sources import load_index
 from cadx.data.splits import read_split_file
 from cadx.engine.checkpoint import load_checkpoint
-from cadx.engine.crossval import DEFAULT_FOLDS, SMALL_SET_IMAGES, choose_folds, t_interval
+from cadx.engine.config import build_config
+from cadx.engine.crossval import DEFAULT_FOLDS, SMALL_SET_IMAGES, choose_folds, plan_folds, t_interval
 from cadx.interfaces.cli import app
-from tests.conftest import make_class_folders
+from tests.conftest import make_class_folders, make_multilabel_manifest
 
 
 def test_folds_are_chosen_by_the_size_of_the_set() -> None:
@@ -24,6 +25,15 @@ def test_folds_are_chosen_by_the_size_of_the_set() -> None:
     assert "--folds 5 to cross-validate" in choose_folds(5000, 2, None)[1]
     assert choose_folds(5000, 2, 3) == (3, choose_folds(5000, 2, 3)[1]) and "as asked" in choose_folds(5000, 2, 3)[1]
     assert choose_folds(100, 2, 1)[0] == 1
+
+
+def test_a_set_that_cannot_be_cross_validated_trains_once_by_default(tmp_path: Path) -> None:
+    manifest = make_multilabel_manifest(tmp_path, 6)  # 12 images, several labels each
+    folds, line = plan_folds(load_index(manifest), build_config(model="simple_cnn"))
+    assert folds == 1 and "cross-validation is for single-label data" in line
+    folds, line = plan_folds(load_index(make_class_folders(tmp_path / "d", 10)), build_config(devices=2))
+    assert folds == 1 and "one device" in line
+    assert plan_folds(load_index(tmp_path / "d"), build_config(folds=3))[0] == 3  # asked for: refused when run
 
 
 def test_t_interval_over_folds() -> None:

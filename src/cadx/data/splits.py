@@ -193,7 +193,6 @@ def assign_folds(index: DatasetIndex, k: int, *, seed: int = 0, val_fraction: fl
     records, groups = grouped.records, grouped.groups
     explicit = index.has_explicit_splits()
     pool = [i for i, r in enumerate(records) if not (explicit and r.split == "test")]
-    in_pool = set(pool)
     pool_groups = {groups[i] for i in pool}
     if len(pool_groups) < k:
         raise DatasetError(f"{index.source}: {len(pool)} images in {len(pool_groups)} groups (patients, copies, "
@@ -202,17 +201,15 @@ def assign_folds(index: DatasetIndex, k: int, *, seed: int = 0, val_fraction: fl
                                        {f"fold{j}": 1 / k for j in range(k)}, seed)
     folds = []
     for j in range(k):
-        names = ["" if i in in_pool else "test" for i in range(len(records))]
         held = [i for i, f in zip(pool, fold_of, strict=True) if f == f"fold{j}"]
         if not held:
             raise DatasetError(f"{index.source}: fold {j + 1} of {k} would be empty; use fewer folds")
         rest = [i for i, f in zip(pool, fold_of, strict=True) if f != f"fold{j}"]
+        names = ["test"] * len(records)  # the held-out fold; the rest is named train or val just below
         _carve_validation(records, groups, names, rest, val_fraction, seed)
-        chosen = [i for i in (*held, *rest)]
-        for i in held:
-            names[i] = "test"
+        chosen = [*held, *rest]  # a test split the data gives stays out
         folds.append(_named_splits([records[i] for i in chosen], [names[i] for i in chosen]))
-    names = ["" if i in in_pool else "test" for i in range(len(records))]
+    names = ["test"] * len(records)  # the data's own test split stays test; the pool becomes train and val
     _carve_validation(records, groups, names, pool, val_fraction, seed)
     final = _named_splits(records, names)
     return FoldPlan(folds, final, len(pool_groups)), grouped.warnings + _leak_warnings(grouped, names, near_duplicates)

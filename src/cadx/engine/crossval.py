@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cadx.data.sources import DatasetError, load_index
+from cadx.data.sources import DatasetError, DatasetIndex, load_index
 from cadx.data.splits import assign_folds, write_split_file
 from cadx.engine.config import TrainConfig
 from cadx.engine.decision import decision_indices
@@ -43,12 +43,30 @@ SMALL_SET_IMAGES = 1000
 DEFAULT_FOLDS = 5
 
 
-def choose_folds(images: int, classes: int, requested: int | None) -> tuple[int, str]:
+def obstacle(index: DatasetIndex, config: TrainConfig) -> str | None:
+    """Why this data and configuration cannot be cross-validated, else None."""
+    if index.multilabel:
+        return "cross-validation is for single-label data (one class per image)"
+    if config.devices != 1 or config.num_nodes != 1:
+        return "cross-validation trains its folds one after another on one device"
+    return None
+
+
+def plan_folds(index: DatasetIndex, config: TrainConfig) -> tuple[int, str]:
+    """``cadx train``'s choice for this data: :func:`choose_folds` with what stands in the way, if anything."""
+    return choose_folds(len(index.records), len(index.classes), config.folds, obstacle=obstacle(index, config))
+
+
+def choose_folds(images: int, classes: int, requested: int | None, *,
+                 obstacle: str | None = None) -> tuple[int, str]:
     """How many folds ``cadx train`` runs, and the one line that tells the user what was chosen and how to change
-    it."""
+    it. ``obstacle``: why cross-validation cannot run here; then it is off unless asked for (and refused there)."""
     if requested is not None:
         chosen = requested
         why = "as asked"
+    elif obstacle is not None:
+        chosen = 1
+        why = obstacle
     elif images < SMALL_SET_IMAGES:
         chosen = DEFAULT_FOLDS
         why = f"a small set (under {SMALL_SET_IMAGES:,} images)"
@@ -74,7 +92,7 @@ def t_interval(values: list[float]) -> list[float] | None:
     """95 % Student-t interval of the mean over folds (None for fewer than two finite values)."""
     from scipy import stats
 
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    v = np.asarray(_finite(values), dtype=float)
     if len(v) < 2:
         return None
     half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
@@ -95,20 +113,19 @@ def _out_of_fold(fold_dir: Path, classes: list[str], positive_index: int | None,
 
 
 def cross_validate(data: str | Path, config: TrainConfig, output: str | Path, folds: int, *,
-                   overwrite: bool = False, n_bootstrap: int = 1000) -> CrossValidation:
-    """K-fold over groups, then the final model; writes ``folds/``, ``cv_metrics.json`` and the final run."""
+                   overwrite: bool = False, n_bootstrap: int = 1000,
+                   index: DatasetIndex | None = None) -> CrossValidation:
+    """K-fold over groups, then the final model; writes ``folds/``, ``cv_metrics.json`` and the final run.
+    ``index``: ``data`` already loaded (``cadx train`` loads it to choose the folds)."""
     from cadx.engine.evaluation import evaluate
 
     output = Path(output).expanduser().resolve()
-    if config.devices != 1 or config.num_nodes != 1:
-        raise DatasetError("cross-validation trains its folds one after another on one device; pass --folds 1 to "
-                           "train on several devices or machines")
     if (output / "best.ckpt").exists() and not overwrite:
         raise DatasetError(f"{output} already holds a run (best.ckpt); pass --overwrite to start again")
-    index = load_index(data, patient_pattern=config.patient_pattern)
-    if index.multilabel:
-        raise DatasetError(f"{index.source}: --folds is for single-label data (one class per image); train "
-                           "multi-label data with --folds 1")
+    index = index or load_index(data, patient_pattern=config.patient_pattern)
+    problem = obstacle(index, config)
+    if problem:
+        raise DatasetError(f"{index.source}: {problem}; train with --folds 1")
     split_seed = config.seed if config.split_seed is None else config.split_seed
     plan, warnings = assign_folds(index, folds, seed=split_seed, val_fraction=config.val_fraction,
                                   drop_duplicates=config.drop_duplicates,
@@ -121,10 +138,10 @@ def cross_validate(data: str | Path, config: TrainConfig, output: str | Path, fo
     for k, splits in enumerate(plan.folds, start=1):
         fold_dir = output / "folds" / f"fold_{k}"
         fold_dir.mkdir(parents=True, exist_ok=True)
-        write_split_file(fold_dir / "fold_split.csv", splits)
+        write_split_file(fold_dir / "split.csv", splits)  # the run replays it, and keeps it as its split.csv
         log.info("fold %d of %d: train %d, validation %d, held out %d images", k, folds, len(splits["train"]),
                  len(splits["val"]), len(splits["test"]))
-        result = train(data, config, fold_dir, overwrite=True, split_file=fold_dir / "fold_split.csv")
+        result = train(data, config, fold_dir, overwrite=True, split_file=fold_dir / "split.csv")
         m = evaluate(result.best_checkpoint, split="test", output=fold_dir / "held_out", n_bootstrap=n_bootstrap,
                      backend="torch")
         per_fold.append({"fold": k, "images": m["n_images"], "epochs": result.epochs_run,
@@ -147,8 +164,8 @@ def cross_validate(data: str | Path, config: TrainConfig, output: str | Path, fo
         "final_model": "trained on every image outside the data's own test split, less its validation share "
                        f"({100 * config.val_fraction:g} %: early stopping, calibration, out-of-distribution limit)",
     }
-    write_split_file(output / "final_split.csv", plan.final)
-    final = train(data, config, output, overwrite=True, split_file=output / "final_split.csv")
+    write_split_file(output / "split.csv", plan.final)
+    final = train(data, config, output, overwrite=True, split_file=output / "split.csv")
     final_test = None
     if plan.final["test"]:
         final_test = evaluate(final.best_checkpoint, split="test", output=output / "test", n_bootstrap=n_bootstrap,
@@ -158,6 +175,10 @@ def cross_validate(data: str | Path, config: TrainConfig, output: str | Path, fo
     return CrossValidation(output, per_fold, summary, final, final_test)
 
 
+def _finite(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None and np.isfinite(v)]
+
+
 def _mean(values: list[float | None]) -> float | None:
-    finite = [v for v in values if v is not None and np.isfinite(v)]
+    finite = _finite(values)
     return float(np.mean(finite)) if finite else None

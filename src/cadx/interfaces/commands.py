@@ -17,6 +17,7 @@ from cadx.engine.config import TrainConfig, cli_fields, config_from_cli
 from cadx.interfaces.console import console, user_errors
 
 if TYPE_CHECKING:  # the engine is imported lazily so that `cadx --help` stays fast
+    from cadx.data.sources import DatasetIndex
     from cadx.engine.inference import FilePrediction
     from cadx.engine.onnx_runtime import Verification
 
@@ -154,18 +155,19 @@ def train(
     A set under 1,000 images is cross-validated first (5 folds over patient and near-duplicate groups; --folds).
     Every setting of ``cadx.engine.config.TrainConfig`` is an option (generated from its fields)."""
     from cadx.data.sources import load_index
-    from cadx.engine.crossval import choose_folds
+    from cadx.engine.crossval import plan_folds
 
     config = config_from_cli(settings)  # validated here, before any image is decoded
     output = output or default_run_folder(data)
+    index = None
     if split_file is not None or resume:
         folds, line = 1, "a given split (--split-file / --resume): no cross-validation"
     else:
         index = load_index(data, patient_pattern=config.patient_pattern)
-        folds, line = choose_folds(len(index.records), len(index.classes), config.folds)
+        folds, line = plan_folds(index, config)
     console.print(f"[bold]plan[/]: {escape(line)}", highlight=False)
     if folds > 1:
-        _cross_validate(data, config, output, folds, overwrite)
+        _cross_validate(data, config, output, folds, overwrite, index)
         return
     from cadx.engine.training import train as run_training
 
@@ -189,10 +191,11 @@ def default_run_folder(data: Path) -> Path:
     return Path("runs") / (name or "run")
 
 
-def _cross_validate(data: Path, config: TrainConfig, output: Path, folds: int, overwrite: bool) -> None:
+def _cross_validate(data: Path, config: TrainConfig, output: Path, folds: int, overwrite: bool,
+                    index: DatasetIndex | None) -> None:
     from cadx.engine.crossval import cross_validate
 
-    cv = cross_validate(data, config, output, folds, overwrite=overwrite)
+    cv = cross_validate(data, config, output, folds, overwrite=overwrite, index=index)
     s = cv.summary
     mean, ci, pooled = s["mean_over_folds"], s["ci_over_folds"], s["pooled_out_of_fold"]
 
