@@ -125,3 +125,16 @@ def test_serve_with_two_worker_processes_stores_concurrent_studies_once(
         proc.terminate()
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_settings_travel_to_worker_processes_through_the_environment(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from cadx.server.settings import Settings
+
+    given = Settings(data_dir=tmp_path / "d", models_dir=tmp_path / "m", max_upload_mb=7, torch_threads=1,
+                     secure_cookies=True, backend="onnx", feature_maps=0)
+    for name, value in given.to_env().items():
+        monkeypatch.setenv(name, value)
+    rebuilt = Settings()  # what each worker builds (cadx.server.app.app_from_env)
+    assert rebuilt.database_url == given.database_url
+    assert rebuilt.model_dump(exclude={"db_url"}) == given.model_dump(exclude={"db_url"})

@@ -77,14 +77,11 @@ def serve_command(
 
 def _serve_processes(settings: Any, host: str, port: int, workers: int, url: str) -> None:
     """uvicorn's process supervisor on one listening socket: each worker builds its app from CADX_* variables
-    (``cadx.server.app.app_from_env``), which carry this command's settings."""
+    (``cadx.server.app.app_from_env``), which carry this command's settings (``Settings.to_env``)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    os.environ.update({"CADX_DB_URL": settings.database_url, "CADX_DATA_DIR": str(settings.data_dir.resolve()),
-                       "CADX_MODELS_DIR": str(settings.models_dir.resolve()),
-                       "CADX_MAX_UPLOAD_MB": str(settings.max_upload_mb), "CADX_BACKEND": settings.backend,
-                       "CADX_TORCH_THREADS": str(settings.torch_threads)})
+    os.environ.update(settings.to_env())
     config = uvicorn.Config("cadx.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                             log_level="warning", proxy_headers=False)
     try:

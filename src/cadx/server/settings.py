@@ -46,6 +46,15 @@ class Settings(BaseSettings):
                              "onnx-int8 or auto (the fastest verified); the probabilities shown and the heatmap "
                              "always come from torch fp32")
 
+    def to_env(self) -> dict[str, str]:
+        """The ``CADX_*`` variables that rebuild these settings in another process (each worker of ``cadx serve
+        --workers N``): every field that is set, paths made absolute, and the database URL as resolved here."""
+        prefix = self.model_config["env_prefix"]
+        env = {f"{prefix}{name.upper()}": str(value.resolve() if isinstance(value, Path) else value)
+               for name, value in self.model_dump(exclude_none=True).items()}
+        env[f"{prefix}DB_URL"] = self.database_url
+        return env
+
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.data_dir / 'cadx.db').resolve()}"
